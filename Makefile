@@ -1,0 +1,94 @@
+# Two commands for a newcomer: `make run` and `make test`. Everything else here serves them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PORT ?= 8000
+VENV := .venv
+RASA_VENV := .venv-rasa
+PY := $(VENV)/bin/python
+RASA := $(RASA_VENV)/bin/rasa
+RASA_MODEL := var/rasa/models/clinic.tar.gz
+FRONTEND := webapp/frontend
+CHAT_PAGE := webapp/static/index.html
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := chromium docker-compose
+# Python 3.10 for Rasa 3.6 (it supports 3.8-3.10 only): pyenv's, else one on PATH.
+PYTHON310 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.10 2>/dev/null | head -1 | sed 's|$$|/bin/python3.10|') || command -v python3.10)
+PYTHON311 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.11 2>/dev/null | head -1 | sed 's|$$|/bin/python3.11|') || command -v python3.11)
+
+.PHONY: help run test lint typecheck pytest bench-web deps system-packages frontend train-rasa clean
+
+help:
+	@echo "make run    install everything, train what needs training, start the platform"
+	@echo "make test   install test dependencies and run the whole suite"
+	@echo "make bench-web   web channel benchmark (see docs/BENCHMARKS.md)"
+
+run: deps $(RASA_MODEL) $(CHAT_PAGE)
+	@PORT=$(PORT) $(PY) scripts/run_platform.py
+
+test: deps $(RASA_MODEL) $(CHAT_PAGE) lint typecheck pytest
+
+pytest: deps $(RASA_MODEL) $(CHAT_PAGE)
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+bench-web: deps $(RASA_MODEL) $(CHAT_PAGE)
+	$(PY) scripts/bench_web.py $(BENCH_ARGS)
+
+deps: system-packages $(VENV)/.installed $(RASA_VENV)/.installed
+
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if ! command -v node >/dev/null || ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=19)?0:1)'; then missing="$$missing nodejs npm"; fi; \
+	if [ -n "$$missing" ]; then \
+	  echo ">> installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing \
+	  || { echo "!! could not install$$missing: install them with your package manager and retry"; exit 1; }; \
+	fi
+
+$(VENV)/.installed: pyproject.toml requirements/platform.lock
+	@test -n "$(PYTHON311)" || { echo "!! Python 3.11 not found: install it (e.g. 'pyenv install 3.11') and retry"; exit 1; }
+	@echo ">> platform environment (Python 3.11) in $(VENV)"
+	@test -x $(PY) || $(PYTHON311) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --progress-bar on -c requirements/platform.lock -e '.[dev]'
+	@touch $@
+
+$(RASA_VENV)/.installed: requirements/rasa.lock
+	@test -n "$(PYTHON310)" || { echo "!! Python 3.10 not found (Rasa 3.6 needs 3.8-3.10): 'pyenv install 3.10' and retry"; exit 1; }
+	@echo ">> Rasa environment (Python 3.10, rasa 3.6) in $(RASA_VENV): about 2 minutes the first time"
+	@test -x $(RASA_VENV)/bin/python || $(PYTHON310) -m venv $(RASA_VENV)
+	$(RASA_VENV)/bin/python -m pip install -q --upgrade pip
+	$(RASA_VENV)/bin/python -m pip install -q --progress-bar on -r requirements/rasa.lock
+	@touch $@
+
+# Retrained only when the Rasa project's files change (make compares their dates).
+$(RASA_MODEL): $(RASA_VENV)/.installed bot/config.yml bot/domain.yml $(wildcard bot/data/*.yml)
+	@echo ">> training the Rasa model (about a minute)"
+	@mkdir -p $(dir $@)
+	$(RASA) train --config bot/config.yml --domain bot/domain.yml --data bot/data \
+	  --out $(dir $@) --fixed-model-name clinic --quiet
+	@touch $@
+
+train-rasa: $(RASA_MODEL)
+
+$(FRONTEND)/node_modules/.installed: $(FRONTEND)/package.json $(FRONTEND)/package-lock.json
+	@echo ">> front-end packages (npm ci)"
+	cd $(FRONTEND) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(CHAT_PAGE): $(FRONTEND)/node_modules/.installed $(shell find $(FRONTEND)/src $(FRONTEND)/index.html $(FRONTEND)/vite.config.ts -type f 2>/dev/null)
+	@echo ">> building the chat page"
+	cd $(FRONTEND) && npm run --silent build
+	@touch $@
+
+frontend: $(CHAT_PAGE)
+
+clean:
+	rm -rf var webapp/static $(FRONTEND)/node_modules .pytest_cache .mypy_cache .ruff_cache

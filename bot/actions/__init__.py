@@ -1,0 +1,1 @@
+"""Custom Rasa SDK actions for the clinic assistant (see ``actions.py``)."""

@@ -1,0 +1,115 @@
+"""The platform's only door into Rasa: its REST channel and HTTP API.
+
+Rasa runs as its own server (its own Python 3.10 environment, as in production); the platform
+never imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from bot.contract import Button
+
+log = logging.getLogger(__name__)
+
+
+class DialogueUnavailable(Exception):
+    """Rasa (or the action server behind it) could not produce a reply."""
+
+
+@dataclass(frozen=True)
+class BotReply:
+    text: str
+    buttons: tuple[Button, ...] = ()
+
+
+class DialogueEngine(Protocol):
+    async def respond(
+        self, *, conversation_id: str, text: str, metadata: dict[str, Any]
+    ) -> list[BotReply]: ...
+
+
+class RasaClient:
+    """Rasa's REST webhook, guarded by the action server's health.
+
+    Rasa answers even when the action server is down, silently skipping custom actions, so a
+    patient would get replies that ignore what only actions know. The client checks the action
+    server first (a healthy answer is trusted for a moment, a failure re-checked every time).
+    """
+
+    HEALTHY_FOR_S = 2.0
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        action_server_url: str,
+        timeout_s: float,
+        client: httpx.AsyncClient,
+    ) -> None:
+        self._url = base_url.rstrip("/")
+        self._actions_url = action_server_url.rstrip("/")
+        self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 2.0))
+        self._client = client
+        self._actions_healthy_until = 0.0
+
+    async def respond(
+        self, *, conversation_id: str, text: str, metadata: dict[str, Any]
+    ) -> list[BotReply]:
+        body = {"sender": conversation_id, "message": text, "metadata": metadata}
+        await self._require_action_server()
+        try:
+            response = await self._client.post(
+                f"{self._url}/webhooks/rest/webhook", json=body, timeout=self._timeout
+            )
+            response.raise_for_status()
+            events = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise DialogueUnavailable(type(exc).__name__) from exc
+        replies = [parse_reply(e) for e in events if isinstance(e, dict)]
+        replies = [r for r in replies if r is not None]
+        if not replies:
+            # Rasa answers [] when a custom action failed (e.g. the action server is down);
+            # to the patient that is the same as no assistant at all.
+            raise DialogueUnavailable("empty reply")
+        return replies
+
+    async def _require_action_server(self) -> None:
+        if time.monotonic() < self._actions_healthy_until:
+            return
+        try:
+            await self.action_server_ready()
+        except httpx.HTTPError as exc:
+            raise DialogueUnavailable(f"action server: {type(exc).__name__}") from exc
+        self._actions_healthy_until = time.monotonic() + self.HEALTHY_FOR_S
+
+    async def action_server_ready(self) -> dict[str, Any]:
+        response = await self._client.get(f"{self._actions_url}/health", timeout=1.0)
+        response.raise_for_status()
+        return {}
+
+    async def ready(self) -> dict[str, Any]:
+        response = await self._client.get(f"{self._url}/status", timeout=2.0)
+        response.raise_for_status()
+        status: dict[str, Any] = response.json()
+        if not status.get("model_file"):
+            raise DialogueUnavailable("no model loaded")
+        return {"model": status.get("model_id") or status.get("model_file")}
+
+
+def parse_reply(event: dict[str, Any]) -> BotReply | None:
+    text = event.get("text")
+    raw_buttons = event.get("buttons") or []
+    buttons = tuple(
+        Button(title=str(b.get("title", "")), payload=str(b.get("payload", "")))
+        for b in raw_buttons
+        if isinstance(b, dict) and b.get("title")
+    )
+    if not isinstance(text, str) or not text.strip():
+        return None
+    return BotReply(text=text, buttons=buttons)

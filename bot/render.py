@@ -1,0 +1,34 @@
+"""Rich replies degrade to what a channel can show, in this one place.
+
+Buttons stay buttons where the channel has them (web, API); elsewhere they become numbered
+options the patient answers with a digit (SMS) or spoken choices (voice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from bot.contract import Button, Channel, Outbound
+
+
+@dataclass(frozen=True)
+class ChannelProfile:
+    buttons: bool
+
+
+PROFILES: dict[Channel, ChannelProfile] = {
+    Channel.WEB: ChannelProfile(buttons=True),
+    Channel.API: ChannelProfile(buttons=True),
+    Channel.SMS: ChannelProfile(buttons=False),
+    Channel.VOICE: ChannelProfile(buttons=False),
+}
+
+
+def numbered_options(buttons: tuple[Button, ...]) -> str:
+    return "\n".join(f"{i}. {b.title}" for i, b in enumerate(buttons, start=1))
+
+
+def render(outbound: Outbound) -> Outbound:
+    if PROFILES[outbound.channel].buttons or not outbound.buttons:
+        return outbound
+    return replace(outbound, text=f"{outbound.text}\n{numbered_options(outbound.buttons)}")

@@ -1,0 +1,258 @@
+"""Persistence for conversations: every inbound message is written here before anything reads it.
+
+Each method is one short transaction, so no database connection is held while Rasa thinks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.contract import Button, Channel, Inbound, SafetyAssessment, StoredMessage
+from core.orm import (
+    AuditEvent,
+    ChannelIdentity,
+    Conversation,
+    Message,
+    Patient,
+    new_id,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class ConversationInfo:
+    id: str
+    patient_id: str
+    channel: Channel
+    mode: str
+    language: str
+    safety_level: str
+    safety_rule_ids: tuple[str, ...]
+    triage: dict[str, Any] | None
+
+
+def _info(conversation: Conversation) -> ConversationInfo:
+    return ConversationInfo(
+        id=conversation.id,
+        patient_id=conversation.patient_id,
+        channel=Channel(conversation.channel),
+        mode=conversation.mode,
+        language=conversation.language,
+        safety_level=conversation.safety_level,
+        safety_rule_ids=tuple(conversation.safety_rule_ids or ()),
+        triage=conversation.triage,
+    )
+
+
+def stored(message: Message) -> StoredMessage:
+    return StoredMessage(
+        id=message.id,
+        seq=message.seq,
+        conversation_id=message.conversation_id,
+        direction="inbound" if message.direction == "inbound" else "outbound",
+        sender=message.sender,
+        text=message.text,
+        buttons=tuple(Button(**b) for b in message.buttons or ()),
+        created_at=message.created_at.isoformat(),
+        client_id=(message.meta or {}).get("client_id"),
+    )
+
+
+class ConversationStore:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def find_conversation(self, *, channel: Channel, address: str) -> ConversationInfo | None:
+        async with self._sessions() as session:
+            row = await session.scalar(
+                select(Conversation)
+                .join(ChannelIdentity, Conversation.identity_id == ChannelIdentity.id)
+                .where(ChannelIdentity.channel == channel.value)
+                .where(ChannelIdentity.address == address)
+            )
+            return _info(row) if row else None
+
+    async def open_conversation(
+        self, *, channel: Channel, address: str, language: str
+    ) -> ConversationInfo:
+        """The conversation of this sender on this channel, created on first contact."""
+        existing = await self.find_conversation(channel=channel, address=address)
+        if existing:
+            return existing
+        try:
+            async with self._sessions() as session, session.begin():
+                patient = Patient(preferred_language=language)
+                identity = ChannelIdentity(patient=patient, channel=channel.value, address=address)
+                session.add_all([patient, identity])
+                await session.flush()
+                conversation = Conversation(
+                    id=new_id(),
+                    patient_id=patient.id,
+                    identity_id=identity.id,
+                    channel=channel.value,
+                    language=language,
+                    safety_rule_ids=[],
+                )
+                session.add(conversation)
+                session.add(
+                    AuditEvent(
+                        actor=f"channel:{channel.value}",
+                        action="conversation.opened",
+                        patient_id=patient.id,
+                        conversation_id=conversation.id,
+                    )
+                )
+            return _info(conversation)
+        except IntegrityError:
+            # Two first messages raced; the other one created it.
+            found = await self.find_conversation(channel=channel, address=address)
+            if found is None:
+                raise
+            return found
+
+    async def store_inbound(
+        self, *, conversation: ConversationInfo, inbound: Inbound, text: str, language: str
+    ) -> tuple[StoredMessage, bool]:
+        """Store the message; returns (message, duplicate). A redelivered vendor id is not stored
+        twice: the first copy comes back with duplicate=True."""
+        if inbound.vendor_message_id:
+            previous = await self._by_vendor_id(conversation.id, inbound.vendor_message_id)
+            if previous:
+                return previous, True
+        meta = dict(inbound.metadata)
+        if inbound.payload:
+            meta["payload"] = inbound.payload
+        message = Message(
+            conversation_id=conversation.id,
+            channel=inbound.channel.value,
+            direction="inbound",
+            sender="patient",
+            text=text,
+            language=language,
+            buttons=[],
+            vendor_message_id=inbound.vendor_message_id,
+            vendor_ids=dict(inbound.vendor_ids),
+            meta=meta,
+            status="received",
+        )
+        try:
+            async with self._sessions() as session, session.begin():
+                session.add(message)
+        except IntegrityError:
+            assert inbound.vendor_message_id
+            previous = await self._by_vendor_id(conversation.id, inbound.vendor_message_id)
+            if previous is None:
+                raise
+            return previous, True
+        return stored(message), False
+
+    async def _by_vendor_id(self, conversation_id: str, vendor_id: str) -> StoredMessage | None:
+        async with self._sessions() as session:
+            row = await session.scalar(
+                select(Message)
+                .where(Message.conversation_id == conversation_id)
+                .where(Message.vendor_message_id == vendor_id)
+            )
+            return stored(row) if row else None
+
+    async def complete_turn(
+        self,
+        *,
+        conversation: ConversationInfo,
+        inbound_id: str,
+        replies: list[tuple[str, tuple[Button, ...], str]],
+        status: str,
+        needs_follow_up: bool,
+        language: str,
+        safety: SafetyAssessment,
+    ) -> list[StoredMessage]:
+        """Store the replies to one inbound message and close its processing, atomically."""
+        now = utcnow()
+        messages = [
+            Message(
+                conversation_id=conversation.id,
+                channel=conversation.channel.value,
+                direction="outbound",
+                sender=sender,
+                text=text,
+                language=language,
+                buttons=[{"title": b.title, "payload": b.payload} for b in buttons],
+                vendor_ids={},
+                meta={},
+                status="sent",
+                in_reply_to=inbound_id,
+            )
+            for text, buttons, sender in replies
+        ]
+        async with self._sessions() as session, session.begin():
+            session.add_all(messages)
+            await session.execute(
+                update(Message)
+                .where(Message.id == inbound_id)
+                .values(status=status, needs_follow_up=needs_follow_up, processed_at=now)
+            )
+            values: dict[str, Any] = {"language": language, "updated_at": now}
+            if needs_follow_up:
+                values["needs_follow_up"] = True
+            if safety.level != "none":
+                values["safety_level"] = safety.level
+                values["safety_rule_ids"] = list(safety.rule_ids)
+            await session.execute(
+                update(Conversation).where(Conversation.id == conversation.id).values(**values)
+            )
+        return [stored(m) for m in messages]
+
+    async def replies_to(self, inbound_id: str) -> list[StoredMessage]:
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(Message).where(Message.in_reply_to == inbound_id).order_by(Message.seq)
+            )
+            return [stored(m) for m in rows]
+
+    async def history(self, conversation_id: str, *, limit: int) -> list[StoredMessage]:
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(Message)
+                .where(Message.conversation_id == conversation_id)
+                .order_by(Message.seq.desc())
+                .limit(limit)
+            )
+            return [stored(m) for m in reversed(list(rows))]
+
+    async def get_conversation(self, conversation_id: str) -> ConversationInfo | None:
+        async with self._sessions() as session:
+            row = await session.get(Conversation, conversation_id)
+            return _info(row) if row else None
+
+    async def audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        conversation: ConversationInfo | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        async with self._sessions() as session, session.begin():
+            session.add(
+                AuditEvent(
+                    actor=actor,
+                    action=action,
+                    patient_id=conversation.patient_id if conversation else None,
+                    conversation_id=conversation.id if conversation else None,
+                    detail=detail or {},
+                )
+            )
+
+    async def count_messages(self, conversation_id: str) -> int:
+        async with self._sessions() as session:
+            total = await session.scalar(
+                select(func.count()).select_from(Message).where(
+                    Message.conversation_id == conversation_id
+                )
+            )
+            return int(total or 0)

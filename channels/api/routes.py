@@ -1,0 +1,116 @@
+"""`POST /api/v1/messages`: one patient message in, the assistant's replies and the
+conversation's state out. The same `sender_id` continues the same conversation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from bot.contract import Channel, Inbound, TurnResult
+from bot.orchestrator import InvalidMessage, Orchestrator, RateLimited
+
+log = logging.getLogger(__name__)
+
+
+class MessageIn(BaseModel):
+    sender_id: Annotated[str, Field(min_length=1, max_length=128)]
+    text: str
+    language: Annotated[str | None, Field(max_length=16)] = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse(
+        status_code=status, content={"error": {"code": code, "message": message}}, headers=headers
+    )
+
+
+def turn_response(result: TurnResult) -> dict[str, Any]:
+    state = result.state
+    return {
+        "conversation_id": result.conversation_id,
+        "replies": [
+            {"text": r.text, "buttons": [{"title": b.title, "payload": b.payload} for b in r.buttons]}
+            for r in result.replies
+        ],
+        "state": {
+            "mode": state.mode,
+            "safety": {"level": state.safety.level, "rule_ids": list(state.safety.rule_ids)},
+            "triage": None
+            if state.triage is None
+            else {"disposition": state.triage.disposition, "reasons": list(state.triage.reasons)},
+        },
+    }
+
+
+def build_router(*, orchestrator: Orchestrator, api_token: str | None, max_bytes: int) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["api channel"])
+
+    @router.post("/messages")
+    async def post_message(
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    ) -> JSONResponse:
+        if not api_token:
+            return _error(503, "api_disabled", "The messages API is disabled: set API_TOKEN.")
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), api_token.encode()):
+            return _error(
+                401, "unauthorized", "Send 'Authorization: Bearer <API_TOKEN>'.",
+                **{"WWW-Authenticate": "Bearer"},
+            )
+        body = await _read_limited(request, max_bytes)
+        if body is None:
+            return _error(413, "too_large", f"Request body over {max_bytes} bytes.")
+        try:
+            payload = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError:
+            return _error(400, "invalid_encoding", "The request body must be UTF-8 encoded JSON.")
+        except json.JSONDecodeError as exc:
+            return _error(400, "invalid_json", f"The request body is not valid JSON: {exc.msg}.")
+        try:
+            message = MessageIn.model_validate(payload)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(map(str, e["loc"])) or "body" for e in exc.errors())
+            return _error(422, "invalid_request", f"Invalid or missing field(s): {fields}.")
+        inbound = Inbound(
+            channel=Channel.API,
+            sender_address=message.sender_id,
+            text=message.text,
+            language=message.language,
+            vendor_message_id=idempotency_key,
+            metadata=message.metadata,
+        )
+        try:
+            result = await orchestrator.handle(inbound)
+        except RateLimited as exc:
+            return _error(
+                429, exc.code, exc.message, **{"Retry-After": str(exc.retry_after_s)}
+            )
+        except InvalidMessage as exc:
+            status = 413 if exc.code == "too_long" else 422
+            return _error(status, exc.code, exc.message)
+        return JSONResponse(turn_response(result))
+
+    return router
+
+
+async def _read_limited(request: Request, max_bytes: int) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,1 @@
+"""Shared core: settings, database, task queue. Depends on nothing else in the platform."""

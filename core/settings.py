@@ -1,0 +1,68 @@
+"""The platform's one settings object, read from the environment (and `.env`).
+
+Embedded defaults let `make run` start with no setup: SQLite under `DATA_DIR`, an in-process
+rate limiter, Celery on a SQLite broker. Production sets `DATABASE_URL`, `REDIS_URL`, ...
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = REPO_ROOT / "var"
+
+    database_url: str = ""
+    redis_url: str | None = None
+    celery_broker_url: str = ""
+    auto_migrate: bool = True
+
+    rasa_url: str = "http://127.0.0.1:5005"
+    action_server_url: str = "http://127.0.0.1:5055"
+    # The whole Rasa round trip must fit in this, so a patient hears back within 5 s
+    # even when Rasa hangs instead of refusing the connection.
+    rasa_timeout_s: float = 4.0
+
+    api_token: SecretStr | None = None
+
+    supported_languages: list[str] = Field(default_factory=lambda: ["en", "es"])
+    default_language: str = "en"
+    emergency_number: str = "911"
+
+    max_message_chars: int = 4000
+    max_request_bytes: int = 64 * 1024
+    rate_limit_per_sender: str = "30/minute"
+    history_limit: int = 200
+    cors_origins: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _fill_derived_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'clinic.db'}"
+        if not self.celery_broker_url:
+            self.celery_broker_url = (
+                f"{self.redis_url}" if self.redis_url
+                else f"sqla+sqlite:///{self.data_dir / 'celery-broker.db'}"
+            )
+        if self.environment == "production" and self.database_url.startswith("sqlite"):
+            raise ValueError("DATABASE_URL must point to PostgreSQL in production")
+        if self.default_language not in self.supported_languages:
+            raise ValueError("DEFAULT_LANGUAGE must be one of SUPPORTED_LANGUAGES")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,65 @@
+"""The background worker (Celery). Embedded default: a SQLite broker file, no Redis needed;
+production: Redis (`REDIS_URL`)."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from celery import Celery
+from sqlalchemy import Engine, update
+
+from core.db import make_sync_engine
+from core.orm import AuditEvent, Conversation
+from core.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+FLAG_FOR_FOLLOW_UP = "follow_up.flag_conversation"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("clinic", broker=settings.celery_broker_url)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        # A task is acknowledged only after it ran, so a worker crash re-delivers it.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+celery_app = make_celery(get_settings())
+
+
+@lru_cache(maxsize=1)
+def _engine() -> Engine:
+    return make_sync_engine(get_settings().database_url)
+
+
+@celery_app.task(name=FLAG_FOR_FOLLOW_UP)
+def flag_conversation_for_follow_up(conversation_id: str, message_id: str) -> None:
+    """Put a conversation whose message the assistant could not answer on the staff work list.
+
+    Escalation to Mattermost builds on this; until then the admin console lists flagged
+    conversations."""
+    with _engine().begin() as connection:
+        connection.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation_id)
+            .values(needs_follow_up=True)
+        )
+        connection.execute(
+            AuditEvent.__table__.insert().values(
+                actor="worker",
+                action="follow_up.queued",
+                conversation_id=conversation_id,
+                detail={"message_id": message_id},
+            )
+        )
+    log.info("conversation flagged for staff follow-up", extra={"conversation_id": conversation_id})

@@ -1,0 +1,1 @@
+"""Staff escalation (cases, routing, Mattermost). Arrives with the escalation issue."""

@@ -1,0 +1,1 @@
+"""Knowledge base: ingestion, index and retrieval. Arrives with the knowledge-base issue."""

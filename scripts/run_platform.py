@@ -1,0 +1,155 @@
+"""`make run`: start the whole platform on embedded defaults and print its URL.
+
+Starts the Rasa action server, the Rasa server, a Celery worker and the web app, each in its own
+process group with its log in var/log/. Ctrl-C (or any process dying) stops all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+LOGS = VAR / "log"
+LOCAL_ENV = VAR / "local.env"
+RASA_BIN = ROOT / ".venv-rasa" / "bin"
+PLATFORM_BIN = ROOT / ".venv" / "bin"
+STARTUP_TIMEOUT_S = 300
+
+
+def local_secrets() -> dict[str, str]:
+    """A generated API token kept in var/local.env, so `make run` needs no setup."""
+    values: dict[str, str] = {}
+    if LOCAL_ENV.exists():
+        for line in LOCAL_ENV.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key and not key.startswith("#"):
+                values[key.strip()] = value.strip()
+    if "API_TOKEN" not in values:
+        values["API_TOKEN"] = secrets.token_urlsafe(32)
+        LOCAL_ENV.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        LOCAL_ENV.chmod(0o600)
+    return values
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    for key, value in local_secrets().items():
+        env.setdefault(key, value)
+    rasa_port = env.setdefault("RASA_PORT", "5005")
+    action_port = env.setdefault("ACTION_PORT", "5055")
+    env.setdefault("DATA_DIR", str(VAR))
+    env.setdefault("RASA_URL", f"http://127.0.0.1:{rasa_port}")
+    env.setdefault("ACTION_SERVER_URL", f"http://127.0.0.1:{action_port}")
+    env.setdefault("RASA_TRACKER_DB", str(VAR / "rasa" / "tracker.db"))
+    env.setdefault("PORT", "8000")
+    env.setdefault("HOST", "127.0.0.1")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def commands(env: dict[str, str]) -> dict[str, list[str]]:
+    return {
+        "action-server": [
+            str(RASA_BIN / "rasa"), "run", "actions", "--actions", "bot.actions",
+            "-p", env["ACTION_PORT"],
+        ],
+        "rasa": [
+            str(RASA_BIN / "rasa"), "run", "--enable-api", "-i", "127.0.0.1",
+            "-p", env["RASA_PORT"], "-m", str(VAR / "rasa" / "models"),
+            "--endpoints", "bot/endpoints.yml", "--credentials", "bot/credentials.yml",
+        ],
+        "worker": [
+            str(PLATFORM_BIN / "celery"), "-A", "core.tasks", "worker",
+            "--pool", "solo", "--loglevel", "INFO",
+        ],
+        "web": [
+            str(PLATFORM_BIN / "uvicorn"), "webapp.main:app",
+            "--host", env["HOST"], "--port", env["PORT"], "--no-access-log",
+        ],
+    }
+
+
+def ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (local URL)
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for process in processes.values():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def main() -> int:
+    env = environment()
+    LOGS.mkdir(parents=True, exist_ok=True)
+    (VAR / "rasa").mkdir(parents=True, exist_ok=True)
+    print(">> database migrations", flush=True)
+    subprocess.run([str(PLATFORM_BIN / "python"), "-m", "core.migrate"], env=env, check=True)
+
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    # SIGTERM (e.g. from a service manager) stops everything the same way Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        for name, command in commands(env).items():
+            log = (LOGS / f"{name}.log").open("ab")
+            processes[name] = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            print(f">> started {name} (log: var/log/{name}.log)", flush=True)
+        url = f"http://{env['HOST']}:{env['PORT']}"
+        print(">> waiting for Rasa to load its model and every service to be ready", end="",
+              flush=True)
+        started = time.monotonic()
+        while not ready(f"{url}/readyz"):
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    print(f"\n!! {name} exited with code {process.returncode}; last lines of "
+                          f"var/log/{name}.log:\n{tail(LOGS / f'{name}.log')}", flush=True)
+                    return 1
+            if time.monotonic() - started > STARTUP_TIMEOUT_S:
+                print(f"\n!! not ready after {STARTUP_TIMEOUT_S}s: see {url}/readyz and var/log/")
+                return 1
+            print(".", end="", flush=True)
+            time.sleep(2)
+        print(f"\n\n   Clinic assistant is running: {url}\n"
+              f"   API: POST {url}/api/v1/messages (token in var/local.env)\n"
+              f"   Logs: var/log/   Stop: Ctrl-C\n", flush=True)
+        while True:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    print(f"!! {name} exited with code {process.returncode}; stopping. Last lines "
+                          f"of var/log/{name}.log:\n{tail(LOGS / f'{name}.log')}", flush=True)
+                    return 1
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\n>> stopping", flush=True)
+        return 0
+    finally:
+        stop(processes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

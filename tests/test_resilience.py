@@ -1,0 +1,189 @@
+"""When Rasa or the action server is down the patient still hears back, the message is kept for
+staff follow-up, and the conversation flows again once they return, without a restart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from core.db import make_sync_engine
+from core.orm import AuditEvent, Conversation, Message
+from core.settings import Settings
+from tests.conftest import API_TOKEN
+from tests.fakes.tcp_proxy import ThreadedProxy
+from tests.support import ROOT, RasaStack, running_app, wait_until
+
+pytestmark = pytest.mark.rasa
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+@pytest.fixture
+def rasa_proxy(rasa_stack: RasaStack) -> Iterator[ThreadedProxy]:
+    proxy = ThreadedProxy("127.0.0.1", rasa_stack.rasa_port)
+    yield proxy
+    proxy.close()
+
+
+def _stored(database_url: str, conversation_id: str) -> list[Message]:
+    engine = make_sync_engine(database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq)
+        ).all()
+    engine.dispose()
+    return [r[0] if isinstance(r[0], Message) else r for r in rows]  # type: ignore[misc]
+
+
+async def test_rasa_down_gets_a_clear_reply_fast_and_recovery_needs_no_restart(
+    make_settings: Callable[..., Settings],
+    rasa_stack: RasaStack,
+    rasa_proxy: ThreadedProxy,
+    sqlite_url: str,
+) -> None:
+    settings = make_settings(
+        database_url=sqlite_url,
+        rasa_url=f"http://127.0.0.1:{rasa_proxy.port}",
+        action_server_url=rasa_stack.action_url,
+    )
+    sender = f"p-{uuid.uuid4().hex[:8]}"
+    async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        rasa_proxy.set_up(False)
+        started = time.monotonic()
+        down = await client.post(
+            "/api/v1/messages", headers=AUTH, json={"sender_id": sender, "text": "hello"}
+        )
+        elapsed = time.monotonic() - started
+        not_ready = await client.get("/readyz")
+
+        rasa_proxy.set_up(True)
+        back = await client.post(
+            "/api/v1/messages", headers=AUTH, json={"sender_id": sender, "text": "hello"}
+        )
+        ready = await client.get("/readyz")
+
+    assert down.status_code == 200 and elapsed < 5
+    assert "unavailable" in down.json()["replies"][0]["text"]
+    assert "follow up" in down.json()["replies"][0]["text"]
+    assert not_ready.status_code == 503 and not not_ready.json()["checks"]["rasa"]["ok"]
+    assert back.status_code == 200 and "unavailable" not in back.json()["replies"][0]["text"]
+    assert ready.status_code == 200, ready.text
+    assert set(ready.json()["checks"]) == {"database", "rasa", "action_server"}
+
+    conversation_id = down.json()["conversation_id"]
+    engine = make_sync_engine(sqlite_url)
+    with engine.connect() as connection:
+        inbound = connection.execute(
+            select(Message.text, Message.status, Message.needs_follow_up)
+            .where(Message.conversation_id == conversation_id, Message.direction == "inbound")
+            .order_by(Message.seq)
+        ).all()
+        flagged = connection.scalar(
+            select(Conversation.needs_follow_up).where(Conversation.id == conversation_id)
+        )
+    engine.dispose()
+    assert [tuple(r) for r in inbound] == [("hello", "failed", True), ("hello", "processed", False)]
+    assert flagged is True
+
+
+async def test_action_server_down_is_the_assistant_down_too(
+    make_settings: Callable[..., Settings], rasa_stack: RasaStack, sqlite_url: str
+) -> None:
+    settings = make_settings(
+        database_url=sqlite_url, rasa_url=rasa_stack.rasa_url, action_server_url=rasa_stack.action_url
+    )
+    sender = f"p-{uuid.uuid4().hex[:8]}"
+    async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        rasa_stack.stop("actions")
+        try:
+            down = await client.post(
+                "/api/v1/messages", headers=AUTH, json={"sender_id": sender, "text": "hi"}
+            )
+            not_ready = await client.get("/readyz")
+        finally:
+            rasa_stack.start_actions()
+        back = await client.post(
+            "/api/v1/messages", headers=AUTH, json={"sender_id": sender, "text": "hi"}
+        )
+    assert down.status_code == 200 and "unavailable" in down.json()["replies"][0]["text"]
+    assert not not_ready.json()["checks"]["action_server"]["ok"]
+    assert "unavailable" not in back.json()["replies"][0]["text"]
+
+
+async def test_a_real_worker_puts_unanswered_conversations_on_the_staff_list(
+    make_settings: Callable[..., Settings], sqlite_url: str, tmp_path: Path
+) -> None:
+    broker = f"sqla+sqlite:///{tmp_path / 'worker-broker.db'}"
+    settings = make_settings(database_url=sqlite_url, celery_broker_url=broker)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DATABASE_URL": sqlite_url,
+        "CELERY_BROKER_URL": broker,
+        "DATA_DIR": str(tmp_path),
+    }
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "core.tasks", "worker", "--pool", "solo",
+         "--loglevel", "INFO"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
+            response = await client.post(
+                "/api/v1/messages", headers=AUTH, json={"sender_id": "worker-test", "text": "hi"}
+            )
+        conversation_id = response.json()["conversation_id"]
+        engine = make_sync_engine(sqlite_url)
+
+        def queued() -> bool:
+            with engine.connect() as connection:
+                return bool(
+                    connection.scalar(
+                        select(AuditEvent.id).where(
+                            AuditEvent.conversation_id == conversation_id,
+                            AuditEvent.action == "follow_up.queued",
+                        )
+                    )
+                )
+
+        wait_until(queued, timeout=60, what="the worker to run the follow-up task")
+        engine.dispose()
+    finally:
+        worker.terminate()
+        worker.wait(20)
+    assert "follow_up.flag_conversation" in (tmp_path / "worker.log").read_text()
+
+
+async def test_a_conversation_survives_a_rasa_restart(
+    make_settings: Callable[..., Settings], rasa_stack: RasaStack, sqlite_url: str
+) -> None:
+    settings = make_settings(
+        database_url=sqlite_url, rasa_url=rasa_stack.rasa_url, action_server_url=rasa_stack.action_url
+    )
+    sender = f"p-{uuid.uuid4().hex[:8]}"
+    async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        offer = await client.post(
+            "/api/v1/messages",
+            headers=AUTH,
+            json={"sender_id": sender, "text": "quiero hablar con una persona", "language": "es"},
+        )
+        assert [b["payload"] for r in offer.json()["replies"] for b in r["buttons"]]
+        rasa_stack.stop("rasa")
+        rasa_stack.start_rasa()
+        answer = await client.post(
+            "/api/v1/messages", headers=AUTH, json={"sender_id": sender, "text": "sí"}
+        )
+    conversation_id = offer.json()["conversation_id"]
+    tracker = httpx.get(f"{rasa_stack.rasa_url}/conversations/{conversation_id}/tracker").json()
+    user_texts = [e.get("text") for e in tracker["events"] if e.get("event") == "user"]
+    assert user_texts[:1] == ["quiero hablar con una persona"]
+    assert tracker["slots"]["language"] == "es"
+    # The answer follows from the offer made before the restart: staff will follow up (Spanish).
+    assert "personal" in " ".join(r["text"] for r in answer.json()["replies"]).lower()

@@ -1,0 +1,1 @@
+"""LoRA fine-tuning, datasets and evaluation gates. Arrive with the training issue."""

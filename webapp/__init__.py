@@ -1,0 +1,1 @@
+"""The FastAPI application that composes the platform: channels, routes, settings, start-up."""

@@ -1,0 +1,188 @@
+"""Composition root: builds the platform from settings and serves it as one ASGI app
+(FastAPI for HTTP, python-socketio beside it for the web chat)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import socketio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from sqlalchemy import text
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.responses import Response
+
+from bot.orchestrator import FollowUpHook, Orchestrator, OrchestratorConfig
+from bot.rasa_client import RasaClient
+from bot.safety import PassThroughSafety
+from bot.store import ConversationStore
+from channels.api.routes import build_router as api_router
+from channels.web.socket import WebChat
+from core import migrate
+from core.db import make_async_engine, make_sessionmaker
+from core.logging import configure_logging
+from core.settings import Settings, get_settings
+from core.tasks import FLAG_FOR_FOLLOW_UP, make_celery
+from webapp.routes.health import build_router as health_router
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
+
+
+def _rate_limit_storage(settings: Settings) -> Storage:
+    if settings.redis_url:
+        return RedisStorage(settings.redis_url.replace("redis://", "async+redis://", 1))
+    return MemoryStorage()
+
+
+def _follow_up_queue(settings: Settings) -> FollowUpHook:
+    producer = make_celery(settings)
+
+    async def queue(conversation_id: str, message_id: str) -> None:
+        try:
+            await asyncio.to_thread(
+                producer.send_task, FLAG_FOR_FOLLOW_UP, args=[conversation_id, message_id]
+            )
+        except Exception:
+            # The message is already stored and flagged; the queue is a convenience on top.
+            log.exception("could not queue the follow-up task")
+
+    return queue
+
+
+def create_app(settings: Settings | None = None) -> Any:
+    settings = settings or get_settings()
+    configure_logging()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_async_engine(settings.database_url)
+    store = ConversationStore(make_sessionmaker(engine))
+    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+    rasa = RasaClient(
+        base_url=settings.rasa_url,
+        action_server_url=settings.action_server_url,
+        timeout_s=settings.rasa_timeout_s,
+        client=http,
+    )
+    orchestrator = Orchestrator(
+        config=OrchestratorConfig(
+            supported_languages=settings.supported_languages,
+            default_language=settings.default_language,
+            emergency_number=settings.emergency_number,
+            max_message_chars=settings.max_message_chars,
+            rate_limit_per_sender=settings.rate_limit_per_sender,
+        ),
+        store=store,
+        safety=PassThroughSafety(),
+        dialogue=rasa,
+        rate_limit_storage=_rate_limit_storage(settings),
+        on_follow_up=_follow_up_queue(settings),
+    )
+    web_chat = WebChat(
+        orchestrator=orchestrator,
+        store=store,
+        supported_languages=settings.supported_languages,
+        default_language=settings.default_language,
+        history_limit=settings.history_limit,
+        cors_origins=settings.cors_origins,
+        redis_url=settings.redis_url,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.auto_migrate:
+            await asyncio.to_thread(migrate.upgrade, settings.database_url)
+        yield
+        await http.aclose()
+        await engine.dispose()
+
+    api = FastAPI(title="Clinic assistant", version="0.1.0", lifespan=lifespan)
+    api.add_middleware(SecurityHeaders)
+    if settings.cors_origins:
+        api.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        )
+
+    async def database_check() -> dict[str, Any]:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        return {"dialect": engine.dialect.name}
+
+    api.include_router(
+        health_router(
+            {"database": database_check, "rasa": rasa.ready, "action_server": rasa.action_server_ready}
+        )
+    )
+    api.include_router(
+        api_router(
+            orchestrator=orchestrator,
+            api_token=settings.api_token.get_secret_value() if settings.api_token else None,
+            max_bytes=settings.max_request_bytes,
+        )
+    )
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            status_code=422,
+            content={"error": {"code": "invalid_request", "message": "Invalid request."}},
+        )
+
+    @api.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Anything unforeseen (the database went away) is a temporary outage to the caller.
+        log.exception("request failed")
+        return JSONResponse(
+            status_code=503,
+            content={
+                "error": {"code": "unavailable", "message": "Temporarily unavailable, try again."}
+            },
+        )
+
+    if (STATIC_DIR / "index.html").exists():
+        api.mount("/assets", StaticFiles(directory=STATIC_DIR / "assets"), name="assets")
+
+        @api.get("/", include_in_schema=False)
+        async def chat_page() -> FileResponse:
+            return FileResponse(STATIC_DIR / "index.html")
+    else:
+
+        @api.get("/", include_in_schema=False)
+        async def chat_page_missing() -> PlainTextResponse:
+            return PlainTextResponse(
+                "The chat page is not built: run `make run` (or `make frontend`).", status_code=503
+            )
+
+    api.state.orchestrator = orchestrator
+    api.state.store = store
+    api.state.web_chat = web_chat
+    return socketio.ASGIApp(web_chat.sio, other_asgi_app=api, socketio_path="socket.io")

@@ -1,0 +1,5 @@
+"""ASGI entry point: `uvicorn webapp.main:app`."""
+
+from webapp.app import create_app
+
+app = create_app()
