@@ -15,10 +15,41 @@ from py3langid.langid import _load_identifier
 # Short replies that statistical detection cannot place but a person can.
 SHORT_MESSAGE_MARKERS: dict[str, frozenset[str]] = {
     "es": frozenset(
-        "hola buenas buenos gracias adios adiós sí vale ayuda porfa favor dias días tardes noches"
-        .split()
+        [
+            "hola",
+            "buenas",
+            "buenos",
+            "gracias",
+            "adios",
+            "adiós",
+            "sí",
+            "vale",
+            "ayuda",
+            "porfa",
+            "favor",
+            "días",
+            "dias",
+            "tardes",
+            "noches",
+        ]
     ),
-    "en": frozenset("hi hello hey yes yeah yep thanks thank bye goodbye okay please help".split()),
+    "en": frozenset(
+        [
+            "hi",
+            "hello",
+            "hey",
+            "yes",
+            "yeah",
+            "yep",
+            "thanks",
+            "thank",
+            "bye",
+            "goodbye",
+            "okay",
+            "please",
+            "help",
+        ]
+    ),
 }
 CONFIDENT = 0.9
 _WORD = re.compile(r"\w+", re.UNICODE)

@@ -106,7 +106,7 @@ class Orchestrator:
             return TurnResult(conversation.id, message, tuple(replies), _state(conversation), True)
 
         safety = self._safety.assess(understood, language=language)
-        replies, status, follow_up = await self._respond(
+        answers, status, follow_up = await self._respond(
             conversation, inbound, understood, language
         )
         rendered = [
@@ -119,7 +119,7 @@ class Orchestrator:
                     language=language,
                 )
             )
-            for text, buttons in replies
+            for text, buttons in answers
         ]
         stored_replies = await self._store.complete_turn(
             conversation=conversation,

@@ -71,8 +71,8 @@ class RasaClient:
             events = response.json()
         except (httpx.HTTPError, ValueError) as exc:
             raise DialogueUnavailable(type(exc).__name__) from exc
-        replies = [parse_reply(e) for e in events if isinstance(e, dict)]
-        replies = [r for r in replies if r is not None]
+        parsed = (parse_reply(e) for e in events if isinstance(e, dict))
+        replies = [r for r in parsed if r is not None]
         if not replies:
             # Rasa answers [] when a custom action failed (e.g. the action server is down);
             # to the patient that is the same as no assistant at all.

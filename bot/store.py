@@ -251,8 +251,8 @@ class ConversationStore:
     async def count_messages(self, conversation_id: str) -> int:
         async with self._sessions() as session:
             total = await session.scalar(
-                select(func.count()).select_from(Message).where(
-                    Message.conversation_id == conversation_id
-                )
+                select(func.count())
+                .select_from(Message)
+                .where(Message.conversation_id == conversation_id)
             )
             return int(total or 0)

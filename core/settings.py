@@ -53,7 +53,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'clinic.db'}"
         if not self.celery_broker_url:
             self.celery_broker_url = (
-                f"{self.redis_url}" if self.redis_url
+                f"{self.redis_url}"
+                if self.redis_url
                 else f"sqla+sqlite:///{self.data_dir / 'celery-broker.db'}"
             )
         if self.environment == "production" and self.database_url.startswith("sqlite"):

@@ -7,7 +7,7 @@ import logging
 from functools import lru_cache
 
 from celery import Celery
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, insert, update
 
 from core.db import make_sync_engine
 from core.orm import AuditEvent, Conversation
@@ -42,7 +42,7 @@ def _engine() -> Engine:
     return make_sync_engine(get_settings().database_url)
 
 
-@celery_app.task(name=FLAG_FOR_FOLLOW_UP)
+@celery_app.task(name=FLAG_FOR_FOLLOW_UP)  # type: ignore[untyped-decorator]
 def flag_conversation_for_follow_up(conversation_id: str, message_id: str) -> None:
     """Put a conversation whose message the assistant could not answer on the staff work list.
 
@@ -55,7 +55,7 @@ def flag_conversation_for_follow_up(conversation_id: str, message_id: str) -> No
             .values(needs_follow_up=True)
         )
         connection.execute(
-            AuditEvent.__table__.insert().values(
+            insert(AuditEvent).values(
                 actor="worker",
                 action="follow_up.queued",
                 conversation_id=conversation_id,

@@ -58,21 +58,47 @@ def environment() -> dict[str, str]:
 def commands(env: dict[str, str]) -> dict[str, list[str]]:
     return {
         "action-server": [
-            str(RASA_BIN / "rasa"), "run", "actions", "--actions", "bot.actions",
-            "-p", env["ACTION_PORT"],
+            str(RASA_BIN / "rasa"),
+            "run",
+            "actions",
+            "--actions",
+            "bot.actions",
+            "-p",
+            env["ACTION_PORT"],
         ],
         "rasa": [
-            str(RASA_BIN / "rasa"), "run", "--enable-api", "-i", "127.0.0.1",
-            "-p", env["RASA_PORT"], "-m", str(VAR / "rasa" / "models"),
-            "--endpoints", "bot/endpoints.yml", "--credentials", "bot/credentials.yml",
+            str(RASA_BIN / "rasa"),
+            "run",
+            "--enable-api",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            env["RASA_PORT"],
+            "-m",
+            str(VAR / "rasa" / "models"),
+            "--endpoints",
+            "bot/endpoints.yml",
+            "--credentials",
+            "bot/credentials.yml",
         ],
         "worker": [
-            str(PLATFORM_BIN / "celery"), "-A", "core.tasks", "worker",
-            "--pool", "solo", "--loglevel", "INFO",
+            str(PLATFORM_BIN / "celery"),
+            "-A",
+            "core.tasks",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "INFO",
         ],
         "web": [
-            str(PLATFORM_BIN / "uvicorn"), "webapp.main:app",
-            "--host", env["HOST"], "--port", env["PORT"], "--no-access-log",
+            str(PLATFORM_BIN / "uvicorn"),
+            "webapp.main:app",
+            "--host",
+            env["HOST"],
+            "--port",
+            env["PORT"],
+            "--no-access-log",
         ],
     }
 
@@ -115,33 +141,49 @@ def main() -> int:
         for name, command in commands(env).items():
             log = (LOGS / f"{name}.log").open("ab")
             processes[name] = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
             print(f">> started {name} (log: var/log/{name}.log)", flush=True)
         url = f"http://{env['HOST']}:{env['PORT']}"
-        print(">> waiting for Rasa to load its model and every service to be ready", end="",
-              flush=True)
+        print(
+            ">> waiting for Rasa to load its model and every service to be ready",
+            end="",
+            flush=True,
+        )
         started = time.monotonic()
         while not ready(f"{url}/readyz"):
             for name, process in processes.items():
                 if process.poll() is not None:
-                    print(f"\n!! {name} exited with code {process.returncode}; last lines of "
-                          f"var/log/{name}.log:\n{tail(LOGS / f'{name}.log')}", flush=True)
+                    print(
+                        f"\n!! {name} exited with code {process.returncode}; last lines of "
+                        f"var/log/{name}.log:\n{tail(LOGS / f'{name}.log')}",
+                        flush=True,
+                    )
                     return 1
             if time.monotonic() - started > STARTUP_TIMEOUT_S:
                 print(f"\n!! not ready after {STARTUP_TIMEOUT_S}s: see {url}/readyz and var/log/")
                 return 1
             print(".", end="", flush=True)
             time.sleep(2)
-        print(f"\n\n   Clinic assistant is running: {url}\n"
-              f"   API: POST {url}/api/v1/messages (token in var/local.env)\n"
-              f"   Logs: var/log/   Stop: Ctrl-C\n", flush=True)
+        print(
+            f"\n\n   Clinic assistant is running: {url}\n"
+            f"   API: POST {url}/api/v1/messages (token in var/local.env)\n"
+            f"   Logs: var/log/   Stop: Ctrl-C\n",
+            flush=True,
+        )
         while True:
             for name, process in processes.items():
                 if process.poll() is not None:
-                    print(f"!! {name} exited with code {process.returncode}; stopping. Last lines "
-                          f"of var/log/{name}.log:\n{tail(LOGS / f'{name}.log')}", flush=True)
+                    print(
+                        f"!! {name} exited with code {process.returncode}; stopping. Last lines "
+                        f"of var/log/{name}.log:\n{tail(LOGS / f'{name}.log')}",
+                        flush=True,
+                    )
                     return 1
             time.sleep(1)
     except KeyboardInterrupt:

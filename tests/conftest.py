@@ -11,10 +11,10 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from bot.store import ConversationStore
 from core import migrate
 from core.db import make_async_engine, make_sessionmaker
 from core.settings import Settings
-from bot.store import ConversationStore
 from tests.support import RASA_BIN, RASA_MODELS, ROOT, RasaStack
 
 TEST_POSTGRES_URL = os.environ.get(
@@ -59,7 +59,9 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-@pytest.fixture(scope="session", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 def database_url(request: pytest.FixtureRequest) -> str:
     fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     return str(request.getfixturevalue(fixture))
@@ -78,10 +80,21 @@ def _ensure_rasa_model() -> None:
         return
     subprocess.run(
         [
-            str(RASA_BIN), "train", "--config", "bot/config.yml", "--domain", "bot/domain.yml",
-            "--data", "bot/data", "--out", str(RASA_MODELS), "--fixed-model-name", "clinic",
+            str(RASA_BIN),
+            "train",
+            "--config",
+            "bot/config.yml",
+            "--domain",
+            "bot/domain.yml",
+            "--data",
+            "bot/data",
+            "--out",
+            str(RASA_MODELS),
+            "--fixed-model-name",
+            "clinic",
         ],
         cwd=ROOT,
+        env={**os.environ, "RASA_CACHE_DIRECTORY": str(ROOT / "var" / "rasa" / "cache")},
         check=True,
     )
 

@@ -93,9 +93,18 @@ class RasaStack:
         self._spawn(
             "rasa",
             [
-                "run", "--enable-api", "-i", "127.0.0.1", "-p", str(self.rasa_port),
-                "-m", str(RASA_MODELS), "--endpoints", "bot/endpoints.yml",
-                "--credentials", "bot/credentials.yml",
+                "run",
+                "--enable-api",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(self.rasa_port),
+                "-m",
+                str(RASA_MODELS),
+                "--endpoints",
+                "bot/endpoints.yml",
+                "--credentials",
+                "bot/credentials.yml",
             ],
         )
         wait_until(lambda: rasa_model_loaded(self.rasa_url), timeout=240, what="Rasa server")

@@ -68,7 +68,11 @@ async def test_a_patient_is_answered_by_rasa_in_their_language_and_everything_is
     assert english.status_code == 200, english.text
     body = english.json()
     assert set(body) == {"conversation_id", "replies", "state"}
-    assert body["state"] == {"mode": "bot", "safety": {"level": "none", "rule_ids": []}, "triage": None}
+    assert body["state"] == {
+        "mode": "bot",
+        "safety": {"level": "none", "rule_ids": []},
+        "triage": None,
+    }
     assert body["replies"] and all(set(r) == {"text", "buttons"} for r in body["replies"])
     assert "assistant" in body["replies"][0]["text"].lower()
 
@@ -122,17 +126,18 @@ async def test_an_idempotency_key_makes_a_retried_request_answer_once(
 
 
 async def test_the_api_needs_its_token(make_settings: Callable[..., Settings]) -> None:
-    async with running_app(make_settings(api_token=None)) as (url, _):
-        async with httpx.AsyncClient(base_url=url) as client:
-            disabled = await client.post("/api/v1/messages", json={"sender_id": "a", "text": "hi"})
-    async with running_app(make_settings()) as (url, _):
-        async with httpx.AsyncClient(base_url=url) as client:
-            missing = await client.post("/api/v1/messages", json={"sender_id": "a", "text": "hi"})
-            wrong = await client.post(
-                "/api/v1/messages",
-                headers={"Authorization": "Bearer nope"},
-                json={"sender_id": "a", "text": "hi"},
-            )
+    async with (
+        running_app(make_settings(api_token=None)) as (url, _),
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+        disabled = await client.post("/api/v1/messages", json={"sender_id": "a", "text": "hi"})
+    async with running_app(make_settings()) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        missing = await client.post("/api/v1/messages", json={"sender_id": "a", "text": "hi"})
+        wrong = await client.post(
+            "/api/v1/messages",
+            headers={"Authorization": "Bearer nope"},
+            json={"sender_id": "a", "text": "hi"},
+        )
     assert disabled.status_code == 503 and "API_TOKEN" in disabled.json()["error"]["message"]
     assert missing.status_code == 401 and wrong.status_code == 401
 
@@ -187,21 +192,23 @@ async def test_adversarial_dev_set_never_gets_a_5xx_and_always_a_reply_or_a_clea
     if not rows:
         pytest.skip(f"no adversarial set at {EVAL}")
     sender = _sender()
-    async with running_app(live_settings) as (url, _):
-        async with httpx.AsyncClient(base_url=url, timeout=15) as client:
-            for row in rows:
-                started = time.monotonic()
-                response = await client.post(
-                    "/api/v1/messages",
-                    headers=AUTH,
-                    content=_body(sender, _adversarial_payload(row)),
-                )
-                assert time.monotonic() - started < 10, row["id"]
-                assert response.status_code < 500, row["id"]
-                if response.status_code == 200:
-                    assert response.json()["replies"], row["id"]
-                else:
-                    assert response.json()["error"]["message"], row["id"]
+    async with (
+        running_app(live_settings) as (url, _),
+        httpx.AsyncClient(base_url=url, timeout=15) as client,
+    ):
+        for row in rows:
+            started = time.monotonic()
+            response = await client.post(
+                "/api/v1/messages",
+                headers=AUTH,
+                content=_body(sender, _adversarial_payload(row)),
+            )
+            assert time.monotonic() - started < 10, row["id"]
+            assert response.status_code < 500, row["id"]
+            if response.status_code == 200:
+                assert response.json()["replies"], row["id"]
+            else:
+                assert response.json()["error"]["message"], row["id"]
     engine = make_sync_engine(database_url)
     with engine.connect() as connection:
         failed = connection.scalar(
@@ -244,7 +251,9 @@ async def test_concurrent_senders_are_each_answered(live_settings: Settings) -> 
     async with running_app(live_settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
         responses = await asyncio.gather(
             *(
-                client.post("/api/v1/messages", headers=AUTH, json={"sender_id": _sender(), "text": "hi"})
+                client.post(
+                    "/api/v1/messages", headers=AUTH, json={"sender_id": _sender(), "text": "hi"}
+                )
                 for _ in range(20)
             )
         )

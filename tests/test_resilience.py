@@ -97,7 +97,9 @@ async def test_action_server_down_is_the_assistant_down_too(
     make_settings: Callable[..., Settings], rasa_stack: RasaStack, sqlite_url: str
 ) -> None:
     settings = make_settings(
-        database_url=sqlite_url, rasa_url=rasa_stack.rasa_url, action_server_url=rasa_stack.action_url
+        database_url=sqlite_url,
+        rasa_url=rasa_stack.rasa_url,
+        action_server_url=rasa_stack.action_url,
     )
     sender = f"p-{uuid.uuid4().hex[:8]}"
     async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
@@ -130,9 +132,22 @@ async def test_a_real_worker_puts_unanswered_conversations_on_the_staff_list(
     }
     log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "core.tasks", "worker", "--pool", "solo",
-         "--loglevel", "INFO"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "core.tasks",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
@@ -165,7 +180,9 @@ async def test_a_conversation_survives_a_rasa_restart(
     make_settings: Callable[..., Settings], rasa_stack: RasaStack, sqlite_url: str
 ) -> None:
     settings = make_settings(
-        database_url=sqlite_url, rasa_url=rasa_stack.rasa_url, action_server_url=rasa_stack.action_url
+        database_url=sqlite_url,
+        rasa_url=rasa_stack.rasa_url,
+        action_server_url=rasa_stack.action_url,
     )
     sender = f"p-{uuid.uuid4().hex[:8]}"
     async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:

@@ -26,14 +26,19 @@ async def test_first_contact_opens_one_conversation_even_when_messages_race(
 ) -> None:
     address = _unique("+1555")
     opened = await asyncio.gather(
-        *(store.open_conversation(channel=Channel.API, address=address, language="en") for _ in range(5))
+        *(
+            store.open_conversation(channel=Channel.API, address=address, language="en")
+            for _ in range(5)
+        )
     )
     assert len({c.id for c in opened}) == 1
     again = await store.open_conversation(channel=Channel.API, address=address, language="es")
     assert again.id == opened[0].id and again.language == "en"
 
 
-async def test_same_address_on_another_channel_is_another_identity(store: ConversationStore) -> None:
+async def test_same_address_on_another_channel_is_another_identity(
+    store: ConversationStore,
+) -> None:
     address = _unique("shared")
     api = await store.open_conversation(channel=Channel.API, address=address, language="en")
     web = await store.open_conversation(channel=Channel.WEB, address=address, language="en")
@@ -41,14 +46,18 @@ async def test_same_address_on_another_channel_is_another_identity(store: Conver
 
 
 async def test_redelivered_message_is_stored_once(store: ConversationStore) -> None:
-    conversation = await store.open_conversation(channel=Channel.API, address=_unique("p"), language="en")
+    conversation = await store.open_conversation(
+        channel=Channel.API, address=_unique("p"), language="en"
+    )
     inbound = Inbound(Channel.API, "x", "hello", vendor_message_id="SM123")
     first, first_dup = await store.store_inbound(
         conversation=conversation, inbound=inbound, text="hello", language="en"
     )
     racing = await asyncio.gather(
         *(
-            store.store_inbound(conversation=conversation, inbound=inbound, text="hello", language="en")
+            store.store_inbound(
+                conversation=conversation, inbound=inbound, text="hello", language="en"
+            )
             for _ in range(4)
         )
     )
@@ -60,7 +69,9 @@ async def test_redelivered_message_is_stored_once(store: ConversationStore) -> N
 async def test_a_turn_stores_replies_in_order_and_closes_the_inbound(
     store: ConversationStore, database_url: str
 ) -> None:
-    conversation = await store.open_conversation(channel=Channel.WEB, address=_unique("w"), language="en")
+    conversation = await store.open_conversation(
+        channel=Channel.WEB, address=_unique("w"), language="en"
+    )
     inbound, _ = await store.store_inbound(
         conversation=conversation,
         inbound=Inbound(Channel.WEB, "w", "I'd like to talk to someone"),
@@ -70,7 +81,10 @@ async def test_a_turn_stores_replies_in_order_and_closes_the_inbound(
     replies = await store.complete_turn(
         conversation=conversation,
         inbound_id=inbound.id,
-        replies=[("One moment.", (), "bot"), ("Shall we call you?", (Button("Yes", "/affirm"),), "bot")],
+        replies=[
+            ("One moment.", (), "bot"),
+            ("Shall we call you?", (Button("Yes", "/affirm"),), "bot"),
+        ],
         status="processed",
         needs_follow_up=False,
         language="en",
@@ -78,7 +92,9 @@ async def test_a_turn_stores_replies_in_order_and_closes_the_inbound(
     )
     history = await store.history(conversation.id, limit=10)
     assert [m.text for m in history] == [
-        "I'd like to talk to someone", "One moment.", "Shall we call you?"
+        "I'd like to talk to someone",
+        "One moment.",
+        "Shall we call you?",
     ]
     assert history[2].buttons == (Button("Yes", "/affirm"),)
     assert [r.id for r in await store.replies_to(inbound.id)] == [r.id for r in replies]

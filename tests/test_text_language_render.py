@@ -31,7 +31,10 @@ def test_whitespace_is_blank() -> None:
 
 def test_language_follows_the_message_and_falls_back_on_short_ones() -> None:
     assert detect_language("me duele la cabeza desde ayer", supported=LANGS, fallback="en") == "es"
-    assert detect_language("my kid has had a fever since yesterday", supported=LANGS, fallback="es") == "en"
+    assert (
+        detect_language("my kid has had a fever since yesterday", supported=LANGS, fallback="es")
+        == "en"
+    )
     assert detect_language("hola", supported=LANGS, fallback="en") == "es"
     assert detect_language("ok", supported=LANGS, fallback="es") == "es"
     assert detect_language("🤒🤕", supported=LANGS, fallback="en") == "en"

@@ -41,7 +41,9 @@ class ChatClient:
         self._history_event.set()
 
     async def connect(self, url: str, token: str | None = None) -> None:
-        await self.sio.connect(url, auth={"token": token} if token else {}, transports=["websocket"])
+        await self.sio.connect(
+            url, auth={"token": token} if token else {}, transports=["websocket"]
+        )
         await asyncio.wait_for(self._history_event.wait(), 10)
 
     async def say(self, text: str, client_id: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -59,7 +61,9 @@ def live_settings(
     make_settings: Callable[..., Settings], rasa_stack: RasaStack, sqlite_url: str
 ) -> Settings:
     return make_settings(
-        database_url=sqlite_url, rasa_url=rasa_stack.rasa_url, action_server_url=rasa_stack.action_url
+        database_url=sqlite_url,
+        rasa_url=rasa_stack.rasa_url,
+        action_server_url=rasa_stack.action_url,
     )
 
 

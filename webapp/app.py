@@ -139,7 +139,11 @@ def create_app(settings: Settings | None = None) -> Any:
 
     api.include_router(
         health_router(
-            {"database": database_check, "rasa": rasa.ready, "action_server": rasa.action_server_ready}
+            {
+                "database": database_check,
+                "rasa": rasa.ready,
+                "action_server": rasa.action_server_ready,
+            }
         )
     )
     api.include_router(

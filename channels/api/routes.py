@@ -36,7 +36,10 @@ def turn_response(result: TurnResult) -> dict[str, Any]:
     return {
         "conversation_id": result.conversation_id,
         "replies": [
-            {"text": r.text, "buttons": [{"title": b.title, "payload": b.payload} for b in r.buttons]}
+            {
+                "text": r.text,
+                "buttons": [{"title": b.title, "payload": b.payload} for b in r.buttons],
+            }
             for r in result.replies
         ],
         "state": {
@@ -61,9 +64,13 @@ def build_router(*, orchestrator: Orchestrator, api_token: str | None, max_bytes
         if not api_token:
             return _error(503, "api_disabled", "The messages API is disabled: set API_TOKEN.")
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), api_token.encode()):
+        if scheme.lower() != "bearer" or not secrets.compare_digest(
+            token.encode(), api_token.encode()
+        ):
             return _error(
-                401, "unauthorized", "Send 'Authorization: Bearer <API_TOKEN>'.",
+                401,
+                "unauthorized",
+                "Send 'Authorization: Bearer <API_TOKEN>'.",
                 **{"WWW-Authenticate": "Bearer"},
             )
         body = await _read_limited(request, max_bytes)
@@ -91,9 +98,7 @@ def build_router(*, orchestrator: Orchestrator, api_token: str | None, max_bytes
         try:
             result = await orchestrator.handle(inbound)
         except RateLimited as exc:
-            return _error(
-                429, exc.code, exc.message, **{"Retry-After": str(exc.retry_after_s)}
-            )
+            return _error(429, exc.code, exc.message, **{"Retry-After": str(exc.retry_after_s)})
         except InvalidMessage as exc:
             status = 413 if exc.code == "too_long" else 422
             return _error(status, exc.code, exc.message)

@@ -1,1 +1,1 @@
-"""SMS channel (Twilio Messaging). Arrives with the SMS issue; the contract it will speak is bot.contract."""
+"""SMS channel (Twilio Messaging). Arrives with the SMS issue; it speaks bot.contract."""

@@ -86,9 +86,7 @@ class WebChat:
         )
         await self.sio.enter_room(sid, conversation.id)
         history = await self._store.history(conversation.id, limit=self._history_limit)
-        await self.sio.emit(
-            "session", {"token": token, "conversation_id": conversation.id}, to=sid
-        )
+        await self.sio.emit("session", {"token": token, "conversation_id": conversation.id}, to=sid)
         await self.sio.emit("history", {"messages": [m.as_dict() for m in history]}, to=sid)
 
     async def user_message(self, sid: str, data: Any) -> dict[str, Any]:

@@ -41,9 +41,7 @@ class SwitchableProxy:
         self._tasks.add(task)
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
-            await asyncio.gather(
-                _pipe(reader, upstream_writer), _pipe(upstream_reader, writer)
-            )
+            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
         except (OSError, asyncio.CancelledError):
             pass
         finally:

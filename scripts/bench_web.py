@@ -1,0 +1,282 @@
+"""`make bench-web`: the web channel under load, against Rasa alone, in the same run.
+
+Starts a real Rasa server and action server, and the platform (uvicorn, one worker) in its own
+process on a fresh SQLite database. Then, twice with the same load shape:
+
+1. platform: N socket.io sessions connected at once; each sends M messages, waiting for the
+   acknowledgement (which comes after the reply was stored and emitted) and a think time between
+   messages. Latency is emit -> acknowledgement: the whole path.
+2. rasa: the same N sessions and M messages posted straight to Rasa's REST webhook.
+
+Reports messages/s and p50/p95/p99 for both, and the platform's overhead (p95 platform - p95
+Rasa). Writes the figures into docs/BENCHMARKS.md and prints one JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import socketio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support import RasaStack, free_port, http_ok, wait_until  # noqa: E402
+
+BENCH_DOC = ROOT / "docs" / "BENCHMARKS.md"
+MARK_BEGIN, MARK_END = "<!-- bench-web:begin -->", "<!-- bench-web:end -->"
+PHRASES = [
+    "hello",
+    "what are your opening hours?",
+    "can I book an appointment for next week",
+    "I have had a cough for three days",
+    "thanks",
+    "hola",
+    "¿cuál es el horario?",
+    "tengo tos desde hace tres días",
+    "I need a refill of my prescription",
+    "bye",
+]
+
+
+@dataclass
+class PhaseResult:
+    latencies_ms: list[float]
+    errors: int
+    wall_s: float
+
+    def summary(self) -> dict[str, float]:
+        cuts = statistics.quantiles(self.latencies_ms, n=100, method="inclusive")
+        return {
+            "msgs_per_s": round(len(self.latencies_ms) / self.wall_s, 1),
+            "p50_ms": round(cuts[49], 1),
+            "p95_ms": round(cuts[94], 1),
+            "p99_ms": round(cuts[98], 1),
+            "errors": self.errors,
+            "messages": len(self.latencies_ms),
+        }
+
+
+def progress(text: str) -> None:
+    print(f">> {text}", file=sys.stderr, flush=True)
+
+
+async def platform_phase(url: str, sessions: int, messages: int, think_s: float) -> PhaseResult:
+    clients = [socketio.AsyncClient(reconnection=False) for _ in range(sessions)]
+    progress(f"connecting {sessions} socket.io sessions")
+    connected = 0
+    for batch in range(0, sessions, 50):
+        await asyncio.gather(
+            *(c.connect(url, transports=["websocket"]) for c in clients[batch : batch + 50])
+        )
+        connected += len(clients[batch : batch + 50])
+    progress(f"{connected} sessions connected; sending {messages} messages each")
+    latencies: list[float] = []
+    errors = 0
+
+    async def session(client: socketio.AsyncClient, index: int) -> None:
+        nonlocal errors
+        rng = random.Random(index)
+        await asyncio.sleep(rng.uniform(0, think_s))
+        for turn in range(messages + 1):
+            data = {"client_id": uuid.uuid4().hex, "text": rng.choice(PHRASES)}
+            started = time.perf_counter()
+            try:
+                ack = await client.call("user_message", data, timeout=60)
+                ok = bool(ack.get("ok"))
+            except Exception:
+                ok = False
+            elapsed = (time.perf_counter() - started) * 1000
+            if turn > 0:  # the first turn warms caches and is not measured
+                latencies.append(elapsed) if ok else None
+                errors += 0 if ok else 1
+            await asyncio.sleep(rng.uniform(0.5 * think_s, 1.5 * think_s))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(session(c, i) for i, c in enumerate(clients)))
+    wall = time.perf_counter() - started
+    held = sum(1 for c in clients if c.connected)
+    await asyncio.gather(*(c.disconnect() for c in clients))
+    if held < sessions:
+        errors += sessions - held
+    return PhaseResult(latencies, errors, wall)
+
+
+async def rasa_phase(rasa_url: str, sessions: int, messages: int, think_s: float) -> PhaseResult:
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=sessions, max_keepalive_connections=sessions)
+    async with httpx.AsyncClient(base_url=rasa_url, limits=limits, timeout=60) as client:
+
+        async def session(index: int) -> None:
+            nonlocal errors
+            rng = random.Random(index)
+            sender = uuid.uuid4().hex
+            await asyncio.sleep(rng.uniform(0, think_s))
+            for turn in range(messages + 1):
+                text = rng.choice(PHRASES)
+                body = {"sender": sender, "message": text, "metadata": {"language": "en"}}
+                started = time.perf_counter()
+                try:
+                    response = await client.post("/webhooks/rest/webhook", json=body)
+                    ok = response.status_code == 200 and bool(response.json())
+                except httpx.HTTPError:
+                    ok = False
+                elapsed = (time.perf_counter() - started) * 1000
+                if turn > 0:
+                    latencies.append(elapsed) if ok else None
+                    errors += 0 if ok else 1
+                await asyncio.sleep(rng.uniform(0.5 * think_s, 1.5 * think_s))
+
+        progress(f"{sessions} sessions straight to Rasa; {messages} messages each")
+        started = time.perf_counter()
+        await asyncio.gather(*(session(i) for i in range(sessions)))
+        wall = time.perf_counter() - started
+    return PhaseResult(latencies, errors, wall)
+
+
+def start_platform(workdir: Path, stack: RasaStack) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATA_DIR": str(workdir),
+        "RASA_URL": stack.rasa_url,
+        "ACTION_SERVER_URL": stack.action_url,
+        "RATE_LIMIT_PER_SENDER": "10000/minute",
+        "LOG_LEVEL": "WARNING",
+    }
+    log = (workdir / "platform.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(ROOT / ".venv" / "bin" / "uvicorn"),
+            "webapp.main:app",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--ws-max-size",
+            "262144",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: http_ok(f"{url}/readyz"), timeout=60, what="the platform")
+    return process, url
+
+
+def write_doc(result: dict[str, Any], command: str) -> None:
+    section = "\n".join(
+        [
+            MARK_BEGIN,
+            f"Last run: {result['date']} on this machine ({os.cpu_count()} cores), `{command}`",
+            "",
+            "| path | sessions | messages | msgs/s | p50 ms | p95 ms | p99 ms | errors |",
+            "|---|---|---|---|---|---|---|---|",
+            *(
+                f"| {name} | {result['sessions']} | {r['messages']} | {r['msgs_per_s']} | "
+                f"{r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['errors']} |"
+                for name, r in (
+                    ("platform (socket.io → Rasa)", result["platform"]),
+                    ("Rasa REST alone (baseline)", result["rasa"]),
+                )
+            ),
+            "",
+            f"Platform overhead at p95: **{result['overhead_p95_ms']} ms**; "
+            f"at p50: {result['overhead_p50_ms']} ms.",
+            MARK_END,
+        ]
+    )
+    text = BENCH_DOC.read_text() if BENCH_DOC.exists() else ""
+    if MARK_BEGIN in text:
+        head, _, rest = text.partition(MARK_BEGIN)
+        _, _, tail = rest.partition(MARK_END)
+        text = f"{head}{section}{tail}"
+    else:
+        text = f"{text}\n{section}\n"
+    BENCH_DOC.write_text(text)
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--sessions", type=int, default=500)
+    parser.add_argument("--messages", type=int, default=4, help="measured messages per session")
+    parser.add_argument("--think", type=float, default=10.0, help="mean seconds between messages")
+    parser.add_argument("--no-doc", action="store_true", help="do not update docs/BENCHMARKS.md")
+    args = parser.parse_args()
+    command = "make bench-web" + (
+        f" BENCH_ARGS='--sessions {args.sessions} --messages {args.messages} --think {args.think}'"
+        if (args.sessions, args.messages, args.think) != (500, 4, 10.0)
+        else ""
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
+        workdir = Path(tmp)
+        stack = RasaStack(workdir)
+        platform = None
+        try:
+            progress("starting the action server and Rasa (loading the model takes ~30 s)")
+            stack.start_actions()
+            stack.start_rasa()
+            progress("starting the platform")
+            platform, url = start_platform(workdir, stack)
+            platform_result = await platform_phase(url, args.sessions, args.messages, args.think)
+            rasa_result = await rasa_phase(stack.rasa_url, args.sessions, args.messages, args.think)
+        finally:
+            if platform:
+                platform.terminate()
+                platform.wait(20)
+            stack.stop_all()
+    p, r = platform_result.summary(), rasa_result.summary()
+    result = {
+        "benchmark": "web",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "sessions": args.sessions,
+        "messages_per_session": args.messages,
+        "think_s": args.think,
+        "platform": p,
+        "rasa": r,
+        "overhead_p95_ms": round(p["p95_ms"] - r["p95_ms"], 1),
+        "overhead_p50_ms": round(p["p50_ms"] - r["p50_ms"], 1),
+    }
+    if not args.no_doc:
+        write_doc(result, command)
+    print(
+        json.dumps(
+            {
+                "sessions": args.sessions,
+                "msgs_per_s": p["msgs_per_s"],
+                "p50_ms": p["p50_ms"],
+                "p95_ms": p["p95_ms"],
+                "p99_ms": p["p99_ms"],
+                "rasa_msgs_per_s": r["msgs_per_s"],
+                "rasa_p95_ms": r["p95_ms"],
+                "overhead_p95_ms": result["overhead_p95_ms"],
+                "errors": p["errors"] + r["errors"],
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
