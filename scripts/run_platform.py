@@ -55,51 +55,58 @@ def environment() -> dict[str, str]:
     return env
 
 
-def commands(env: dict[str, str]) -> dict[str, list[str]]:
+def commands(env: dict[str, str]) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Each process's command line and environment."""
+    # Rasa's endpoints.yml wants the action server's webhook URL, the platform its base URL.
+    rasa_env = {
+        **env,
+        "ACTION_SERVER_URL": f"{env['ACTION_SERVER_URL'].rstrip('/')}/webhook",
+        "RASA_TELEMETRY_ENABLED": "false",
+    }
+    rasa, celery, uvicorn = (
+        str(RASA_BIN / "rasa"),
+        str(PLATFORM_BIN / "celery"),
+        str(PLATFORM_BIN / "uvicorn"),
+    )
     return {
-        "action-server": [
-            str(RASA_BIN / "rasa"),
-            "run",
-            "actions",
-            "--actions",
-            "bot.actions",
-            "-p",
-            env["ACTION_PORT"],
-        ],
-        "rasa": [
-            str(RASA_BIN / "rasa"),
-            "run",
-            "--enable-api",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            env["RASA_PORT"],
-            "-m",
-            str(VAR / "rasa" / "models"),
-            "--endpoints",
-            "bot/endpoints.yml",
-            "--credentials",
-            "bot/credentials.yml",
-        ],
-        "worker": [
-            str(PLATFORM_BIN / "celery"),
-            "-A",
-            "core.tasks",
-            "worker",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "INFO",
-        ],
-        "web": [
-            str(PLATFORM_BIN / "uvicorn"),
-            "webapp.main:app",
-            "--host",
-            env["HOST"],
-            "--port",
-            env["PORT"],
-            "--no-access-log",
-        ],
+        "action-server": (
+            [rasa, "run", "actions", "--actions", "bot.actions", "-p", env["ACTION_PORT"]],
+            rasa_env,
+        ),
+        "rasa": (
+            [
+                rasa,
+                "run",
+                "--enable-api",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                env["RASA_PORT"],
+                "-m",
+                str(VAR / "rasa" / "models"),
+                "--endpoints",
+                "bot/endpoints.yml",
+                "--credentials",
+                "bot/credentials.yml",
+            ],
+            rasa_env,
+        ),
+        "worker": (
+            [celery, "-A", "core.tasks", "worker", "--pool", "solo", "--loglevel", "INFO"],
+            env,
+        ),
+        "web": (
+            [
+                uvicorn,
+                "webapp.main:app",
+                "--host",
+                env["HOST"],
+                "--port",
+                env["PORT"],
+                "--no-access-log",
+            ],
+            env,
+        ),
     }
 
 
@@ -123,6 +130,10 @@ def stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def tail(path: Path, lines: int = 15) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
@@ -135,15 +146,17 @@ def main() -> int:
     subprocess.run([str(PLATFORM_BIN / "python"), "-m", "core.migrate"], env=env, check=True)
 
     processes: dict[str, subprocess.Popen[bytes]] = {}
-    # SIGTERM (e.g. from a service manager) stops everything the same way Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # SIGTERM (a service manager) stops everything as Ctrl-C does; SIGINT is set explicitly
+    # because a shell that starts us in the background hands it down ignored.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
-        for name, command in commands(env).items():
+        for name, (command, process_env) in commands(env).items():
             log = (LOGS / f"{name}.log").open("ab")
             processes[name] = subprocess.Popen(
                 command,
                 cwd=ROOT,
-                env=env,
+                env=process_env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
