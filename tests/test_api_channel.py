@@ -188,9 +188,9 @@ async def test_bad_input_gets_a_clear_4xx_and_the_next_message_still_works(
 async def test_adversarial_dev_set_never_gets_a_5xx_and_always_a_reply_or_a_clear_error(
     live_settings: Settings, database_url: str
 ) -> None:
+    if not EVAL.exists():
+        pytest.skip(f"the shared adversarial set is not at {EVAL}")
     rows = [json.loads(line) for line in EVAL.read_text(encoding="utf-8").splitlines()]
-    if not rows:
-        pytest.skip(f"no adversarial set at {EVAL}")
     sender = _sender()
     async with (
         running_app(live_settings) as (url, _),
