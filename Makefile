@@ -57,7 +57,7 @@ $(VENV)/.installed: pyproject.toml requirements/platform.lock
 	@echo ">> platform environment (Python 3.11) in $(VENV)"
 	@test -x $(PY) || $(PYTHON311) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q --progress-bar on -c requirements/platform.lock -e '.[dev]'
+	$(PY) -m pip install --progress-bar on -c requirements/platform.lock -e '.[dev]'
 	@touch $@
 
 $(RASA_VENV)/.installed: requirements/rasa.lock
@@ -65,7 +65,7 @@ $(RASA_VENV)/.installed: requirements/rasa.lock
 	@echo ">> Rasa environment (Python 3.10, rasa 3.6) in $(RASA_VENV): about 2 minutes the first time"
 	@test -x $(RASA_VENV)/bin/python || $(PYTHON310) -m venv $(RASA_VENV)
 	$(RASA_VENV)/bin/python -m pip install -q --upgrade pip
-	$(RASA_VENV)/bin/python -m pip install -q --progress-bar on -r requirements/rasa.lock
+	$(RASA_VENV)/bin/python -m pip install --progress-bar on -r requirements/rasa.lock
 	@touch $@
 
 # Retrained only when the Rasa project's files change (make compares their dates).
@@ -73,7 +73,7 @@ $(RASA_MODEL): $(RASA_VENV)/.installed bot/config.yml bot/domain.yml $(wildcard 
 	@echo ">> training the Rasa model (about a minute)"
 	@mkdir -p $(dir $@)
 	RASA_CACHE_DIRECTORY=var/rasa/cache $(RASA) train --config bot/config.yml --domain bot/domain.yml --data bot/data \
-	  --out $(dir $@) --fixed-model-name clinic --quiet
+	  --out $(dir $@) --fixed-model-name clinic
 	@touch $@
 
 train-rasa: $(RASA_MODEL)
