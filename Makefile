@@ -72,7 +72,7 @@ $(RASA_VENV)/.installed: requirements/rasa.lock
 $(RASA_MODEL): $(RASA_VENV)/.installed bot/config.yml bot/domain.yml $(wildcard bot/data/*.yml)
 	@echo ">> training the Rasa model (about a minute)"
 	@mkdir -p $(dir $@)
-	RASA_CACHE_DIRECTORY=var/rasa/cache $(RASA) train --config bot/config.yml --domain bot/domain.yml --data bot/data \
+	RASA_CACHE_DIRECTORY=var/rasa/cache RASA_TELEMETRY_ENABLED=false $(RASA) train --config bot/config.yml --domain bot/domain.yml --data bot/data \
 	  --out $(dir $@) --fixed-model-name clinic
 	@touch $@
 

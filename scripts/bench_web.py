@@ -220,13 +220,15 @@ async def main() -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--sessions", type=int, default=500)
-    parser.add_argument("--messages", type=int, default=4, help="measured messages per session")
-    parser.add_argument("--think", type=float, default=10.0, help="mean seconds between messages")
+    parser.add_argument("--messages", type=int, default=2, help="measured messages per session")
+    parser.add_argument(
+        "--think", type=float, default=90.0, help="mean seconds between a session's messages"
+    )
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/BENCHMARKS.md")
     args = parser.parse_args()
     command = "make bench-web" + (
         f" BENCH_ARGS='--sessions {args.sessions} --messages {args.messages} --think {args.think}'"
-        if (args.sessions, args.messages, args.think) != (500, 4, 10.0)
+        if (args.sessions, args.messages, args.think) != (500, 2, 90.0)
         else ""
     )
     with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:

@@ -23,7 +23,7 @@ can run in the Rasa virtual environment without any platform dependencies.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Text
+from typing import Any
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
@@ -33,7 +33,7 @@ LANGUAGE_SLOT = "language"
 SUPPORTED_LANGUAGES = frozenset({"en", "es"})
 
 
-def normalise_language(value: Any) -> Optional[Text]:
+def normalise_language(value: Any) -> str | None:
     """Return a supported language code for ``value``, or ``None``.
 
     Accepts things like ``"es"``, ``"ES"``, ``" es "`` or ``"es-MX"``.
@@ -44,7 +44,7 @@ def normalise_language(value: Any) -> Optional[Text]:
     return code if code in SUPPORTED_LANGUAGES else None
 
 
-def language_from_metadata(latest_message: Optional[Dict[Text, Any]]) -> Optional[Text]:
+def language_from_metadata(latest_message: dict[str, Any] | None) -> str | None:
     """Read ``metadata.language`` from a tracker's ``latest_message``."""
     if not isinstance(latest_message, dict):
         return None
@@ -57,15 +57,15 @@ def language_from_metadata(latest_message: Optional[Dict[Text, Any]]) -> Optiona
 class ActionSetLanguage(Action):
     """Fill the ``language`` slot from the latest user message's metadata."""
 
-    def name(self) -> Text:
+    def name(self) -> str:
         return "action_set_language"
 
     async def run(
         self,
         dispatcher: CollectingDispatcher,
         tracker: Tracker,
-        domain: Dict[Text, Any],
-    ) -> List[EventType]:
+        domain: dict[str, Any],
+    ) -> list[EventType]:
         language = language_from_metadata(tracker.latest_message)
         if language is None or language == tracker.get_slot(LANGUAGE_SLOT):
             return []
