@@ -120,10 +120,6 @@ class ConversationStore:
     ) -> tuple[StoredMessage, bool]:
         """Store the message; returns (message, duplicate). A redelivered vendor id is not stored
         twice: the first copy comes back with duplicate=True."""
-        if inbound.vendor_message_id:
-            previous = await self._by_vendor_id(conversation.id, inbound.vendor_message_id)
-            if previous:
-                return previous, True
         meta = dict(inbound.metadata)
         if inbound.payload:
             meta["payload"] = inbound.payload
@@ -144,7 +140,9 @@ class ConversationStore:
             async with self._sessions() as session, session.begin():
                 session.add(message)
         except IntegrityError:
-            assert inbound.vendor_message_id
+            # Redelivery is rare, so the unique constraint detects it instead of a look-up first.
+            if inbound.vendor_message_id is None:
+                raise
             previous = await self._by_vendor_id(conversation.id, inbound.vendor_message_id)
             if previous is None:
                 raise
@@ -196,15 +194,21 @@ class ConversationStore:
                 .where(Message.id == inbound_id)
                 .values(status=status, needs_follow_up=needs_follow_up, processed_at=now)
             )
-            values: dict[str, Any] = {"language": language, "updated_at": now}
+            # Most turns change nothing on the conversation; its activity is in its messages.
+            changes: dict[str, Any] = {}
+            if language != conversation.language:
+                changes["language"] = language
             if needs_follow_up:
-                values["needs_follow_up"] = True
+                changes["needs_follow_up"] = True
             if safety.level != "none":
-                values["safety_level"] = safety.level
-                values["safety_rule_ids"] = list(safety.rule_ids)
-            await session.execute(
-                update(Conversation).where(Conversation.id == conversation.id).values(**values)
-            )
+                changes["safety_level"] = safety.level
+                changes["safety_rule_ids"] = list(safety.rule_ids)
+            if changes:
+                await session.execute(
+                    update(Conversation)
+                    .where(Conversation.id == conversation.id)
+                    .values(**changes, updated_at=now)
+                )
         return [stored(m) for m in messages]
 
     async def replies_to(self, inbound_id: str) -> list[StoredMessage]:

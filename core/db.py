@@ -40,15 +40,20 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _pre_ping(url: str) -> bool:
+    # A network database may drop idle connections; a SQLite file cannot, so no ping per checkout.
+    return not make_url(url).drivername.startswith("sqlite")
+
+
 def make_sync_engine(url: str) -> Engine:
-    engine = create_engine(sync_url(url), pool_pre_ping=True)
+    engine = create_engine(sync_url(url), pool_pre_ping=_pre_ping(url))
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _tune_sqlite)
     return engine
 
 
 def make_async_engine(url: str) -> AsyncEngine:
-    engine = create_async_engine(async_url(url), pool_pre_ping=True)
+    engine = create_async_engine(async_url(url), pool_pre_ping=_pre_ping(url))
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
     return engine

@@ -105,7 +105,8 @@ async def platform_phase(url: str, sessions: int, messages: int, think_s: float)
             if turn > 0:  # the first turn warms caches and is not measured
                 latencies.append(elapsed) if ok else None
                 errors += 0 if ok else 1
-            await asyncio.sleep(rng.uniform(0.5 * think_s, 1.5 * think_s))
+            if turn < messages:
+                await asyncio.sleep(rng.uniform(0.5 * think_s, 1.5 * think_s))
 
     started = time.perf_counter()
     await asyncio.gather(*(session(c, i) for i, c in enumerate(clients)))
@@ -141,7 +142,8 @@ async def rasa_phase(rasa_url: str, sessions: int, messages: int, think_s: float
                 if turn > 0:
                     latencies.append(elapsed) if ok else None
                     errors += 0 if ok else 1
-                await asyncio.sleep(rng.uniform(0.5 * think_s, 1.5 * think_s))
+                if turn < messages:
+                    await asyncio.sleep(rng.uniform(0.5 * think_s, 1.5 * think_s))
 
         progress(f"{sessions} sessions straight to Rasa; {messages} messages each")
         started = time.perf_counter()

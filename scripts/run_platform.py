@@ -130,6 +130,19 @@ def stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+def report_exited(processes: dict[str, subprocess.Popen[bytes]]) -> bool:
+    """Whether a process has died; if so, say which, with the end of its log."""
+    for name, process in processes.items():
+        if process.poll() is not None:
+            print(
+                f"\n!! {name} exited with code {process.returncode}; stopping everything. "
+                f"Last lines of var/log/{name}.log:\n{tail(LOGS / f'{name}.log')}",
+                flush=True,
+            )
+            return True
+    return False
+
+
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
@@ -170,14 +183,8 @@ def main() -> int:
         )
         started = time.monotonic()
         while not ready(f"{url}/readyz"):
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    print(
-                        f"\n!! {name} exited with code {process.returncode}; last lines of "
-                        f"var/log/{name}.log:\n{tail(LOGS / f'{name}.log')}",
-                        flush=True,
-                    )
-                    return 1
+            if report_exited(processes):
+                return 1
             if time.monotonic() - started > STARTUP_TIMEOUT_S:
                 print(f"\n!! not ready after {STARTUP_TIMEOUT_S}s: see {url}/readyz and var/log/")
                 return 1
@@ -189,16 +196,9 @@ def main() -> int:
             f"   Logs: var/log/   Stop: Ctrl-C\n",
             flush=True,
         )
-        while True:
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    print(
-                        f"!! {name} exited with code {process.returncode}; stopping. Last lines "
-                        f"of var/log/{name}.log:\n{tail(LOGS / f'{name}.log')}",
-                        flush=True,
-                    )
-                    return 1
+        while not report_exited(processes):
             time.sleep(1)
+        return 1
     except KeyboardInterrupt:
         print("\n>> stopping", flush=True)
         return 0

@@ -132,3 +132,20 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
     return build
+
+
+@pytest.fixture
+def make_live_settings(
+    make_settings: Callable[..., Settings], rasa_stack: RasaStack
+) -> Callable[..., Settings]:
+    """Settings for an app talking to the session's real Rasa and action server."""
+
+    def build(database_url: str, **overrides: Any) -> Settings:
+        return make_settings(
+            database_url=database_url,
+            rasa_url=rasa_stack.rasa_url,
+            action_server_url=rasa_stack.action_url,
+            **overrides,
+        )
+
+    return build

@@ -18,7 +18,7 @@ from core.db import make_sync_engine
 from core.orm import Message
 from core.settings import Settings
 from tests.conftest import API_TOKEN
-from tests.support import RasaStack, running_app
+from tests.support import running_app
 
 pytestmark = pytest.mark.rasa
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -30,14 +30,8 @@ def _sender() -> str:
 
 
 @pytest.fixture
-def live_settings(
-    make_settings: Callable[..., Settings], rasa_stack: RasaStack, database_url: str
-) -> Settings:
-    return make_settings(
-        database_url=database_url,
-        rasa_url=rasa_stack.rasa_url,
-        action_server_url=rasa_stack.action_url,
-    )
+def live_settings(make_live_settings: Callable[..., Settings], database_url: str) -> Settings:
+    return make_live_settings(database_url)
 
 
 def _messages(database_url: str, conversation_id: str) -> list[tuple[str, str, str]]:
@@ -219,14 +213,9 @@ async def test_adversarial_dev_set_never_gets_a_5xx_and_always_a_reply_or_a_clea
 
 
 async def test_a_flooding_sender_is_rate_limited_alone(
-    make_settings: Callable[..., Settings], rasa_stack: RasaStack, database_url: str
+    make_live_settings: Callable[..., Settings], database_url: str
 ) -> None:
-    settings = make_settings(
-        database_url=database_url,
-        rasa_url=rasa_stack.rasa_url,
-        action_server_url=rasa_stack.action_url,
-        rate_limit_per_sender="5/minute",
-    )
+    settings = make_live_settings(database_url, rate_limit_per_sender="5/minute")
     flooder, other = _sender(), _sender()
     async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
         statuses = [

@@ -9,7 +9,7 @@ import pytest
 from playwright.async_api import Page, async_playwright, expect
 
 from core.settings import Settings
-from tests.support import RasaStack, running_app
+from tests.support import running_app
 from webapp.app import STATIC_DIR
 
 pytestmark = [pytest.mark.rasa, pytest.mark.browser]
@@ -26,16 +26,10 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture
-def live_settings(
-    make_settings: Callable[..., Settings], rasa_stack: RasaStack, sqlite_url: str
-) -> Settings:
+def live_settings(make_live_settings: Callable[..., Settings], sqlite_url: str) -> Settings:
     if not (STATIC_DIR / "index.html").exists():
         pytest.fail("the chat page is not built: run `make test`, which builds it")
-    return make_settings(
-        database_url=sqlite_url,
-        rasa_url=rasa_stack.rasa_url,
-        action_server_url=rasa_stack.action_url,
-    )
+    return make_live_settings(sqlite_url)
 
 
 async def _send(page: Page, text: str) -> None:

@@ -94,13 +94,9 @@ async def test_rasa_down_gets_a_clear_reply_fast_and_recovery_needs_no_restart(
 
 
 async def test_action_server_down_is_the_assistant_down_too(
-    make_settings: Callable[..., Settings], rasa_stack: RasaStack, sqlite_url: str
+    make_live_settings: Callable[..., Settings], rasa_stack: RasaStack, sqlite_url: str
 ) -> None:
-    settings = make_settings(
-        database_url=sqlite_url,
-        rasa_url=rasa_stack.rasa_url,
-        action_server_url=rasa_stack.action_url,
-    )
+    settings = make_live_settings(sqlite_url)
     sender = f"p-{uuid.uuid4().hex[:8]}"
     async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
         rasa_stack.stop("actions")
@@ -177,13 +173,9 @@ async def test_a_real_worker_puts_unanswered_conversations_on_the_staff_list(
 
 
 async def test_a_conversation_survives_a_rasa_restart(
-    make_settings: Callable[..., Settings], rasa_stack: RasaStack, sqlite_url: str
+    make_live_settings: Callable[..., Settings], rasa_stack: RasaStack, sqlite_url: str
 ) -> None:
-    settings = make_settings(
-        database_url=sqlite_url,
-        rasa_url=rasa_stack.rasa_url,
-        action_server_url=rasa_stack.action_url,
-    )
+    settings = make_live_settings(sqlite_url)
     sender = f"p-{uuid.uuid4().hex[:8]}"
     async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
         offer = await client.post(

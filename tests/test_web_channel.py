@@ -11,7 +11,7 @@ import pytest
 import socketio
 
 from core.settings import Settings
-from tests.support import RasaStack, running_app
+from tests.support import running_app
 
 pytestmark = pytest.mark.rasa
 
@@ -51,20 +51,10 @@ class ChatClient:
         result: dict[str, Any] = await self.sio.call("user_message", data, timeout=15)
         return result
 
-    async def replies_to(self, message_id: str, timeout: float = 10) -> list[dict[str, Any]]:
-        # Replies arrive as separate events; the ack means the turn is complete.
-        return [m for m in self.messages if m["direction"] == "outbound"]
-
 
 @pytest.fixture
-def live_settings(
-    make_settings: Callable[..., Settings], rasa_stack: RasaStack, sqlite_url: str
-) -> Settings:
-    return make_settings(
-        database_url=sqlite_url,
-        rasa_url=rasa_stack.rasa_url,
-        action_server_url=rasa_stack.action_url,
-    )
+def live_settings(make_live_settings: Callable[..., Settings], sqlite_url: str) -> Settings:
+    return make_live_settings(sqlite_url)
 
 
 @pytest.fixture
@@ -154,14 +144,9 @@ async def test_bad_events_are_refused_clearly_and_the_chat_keeps_working(server:
 
 
 async def test_flooding_is_limited_for_that_visitor_only(
-    make_settings: Callable[..., Settings], rasa_stack: RasaStack, sqlite_url: str
+    make_live_settings: Callable[..., Settings], sqlite_url: str
 ) -> None:
-    settings = make_settings(
-        database_url=sqlite_url,
-        rasa_url=rasa_stack.rasa_url,
-        action_server_url=rasa_stack.action_url,
-        rate_limit_per_sender="3/minute",
-    )
+    settings = make_live_settings(sqlite_url, rate_limit_per_sender="3/minute")
     async with running_app(settings) as (url, _):
         flooder, bystander = ChatClient(), ChatClient()
         await flooder.connect(url)
