@@ -16,12 +16,13 @@ APT_PACKAGES := chromium docker-compose
 PYTHON310 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.10 2>/dev/null | head -1 | sed 's|$$|/bin/python3.10|') || command -v python3.10)
 PYTHON311 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.11 2>/dev/null | head -1 | sed 's|$$|/bin/python3.11|') || command -v python3.11)
 
-.PHONY: help run test lint typecheck pytest bench-web deps system-packages frontend train-rasa clean
+.PHONY: help run test lint typecheck pytest bench-web eval-nlu deps system-packages frontend train-rasa clean
 
 help:
 	@echo "make run    install everything, train what needs training, start the platform"
 	@echo "make test   install test dependencies and run the whole suite"
 	@echo "make bench-web   web channel benchmark (see docs/BENCHMARKS.md)"
+	@echo "make eval-nlu    NLU cross-validation (see docs/EVALUATION.md)"
 
 run: deps $(RASA_MODEL) $(CHAT_PAGE)
 	@PORT=$(PORT) $(PY) scripts/run_platform.py
@@ -40,6 +41,9 @@ typecheck: $(VENV)/.installed
 
 bench-web: deps $(RASA_MODEL) $(CHAT_PAGE)
 	$(PY) scripts/bench_web.py $(BENCH_ARGS)
+
+eval-nlu: $(VENV)/.installed $(RASA_VENV)/.installed
+	$(PY) scripts/eval_nlu.py $(EVAL_ARGS)
 
 deps: system-packages $(VENV)/.installed $(RASA_VENV)/.installed
 

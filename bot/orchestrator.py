@@ -106,9 +106,11 @@ class Orchestrator:
             return TurnResult(conversation.id, message, tuple(replies), _state(conversation), True)
 
         safety = self._safety.assess(understood, language=language)
+        dialogue_started = time.perf_counter()
         answers, status, follow_up = await self._respond(
             conversation, inbound, understood, language
         )
+        dialogue_ms = (time.perf_counter() - dialogue_started) * 1000
         rendered = [
             render(
                 Outbound(
@@ -129,6 +131,7 @@ class Orchestrator:
             needs_follow_up=follow_up,
             language=language,
             safety=safety,
+            dialogue_ms=round(dialogue_ms, 2),
         )
         if follow_up:
             await self._store.audit(

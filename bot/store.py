@@ -168,6 +168,7 @@ class ConversationStore:
         needs_follow_up: bool,
         language: str,
         safety: SafetyAssessment,
+        dialogue_ms: float | None = None,
     ) -> list[StoredMessage]:
         """Store the replies to one inbound message and close its processing, atomically."""
         now = utcnow()
@@ -192,7 +193,12 @@ class ConversationStore:
             await session.execute(
                 update(Message)
                 .where(Message.id == inbound_id)
-                .values(status=status, needs_follow_up=needs_follow_up, processed_at=now)
+                .values(
+                    status=status,
+                    needs_follow_up=needs_follow_up,
+                    processed_at=now,
+                    dialogue_ms=dialogue_ms,
+                )
             )
             # Most turns change nothing on the conversation; its activity is in its messages.
             changes: dict[str, Any] = {}

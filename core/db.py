@@ -1,7 +1,8 @@
 """Database engines. The web app uses the async engine; Alembic and Celery use the sync one.
 
 One `DATABASE_URL` serves both: `sqlite:///file.db` or `postgresql+psycopg://...` (psycopg 3
-speaks both sync and async, SQLite goes through aiosqlite for async).
+speaks both sync and async, SQLite goes through aiosqlite for async). Engines hide statement
+parameters from error messages: they are patient messages, and errors end up in logs.
 """
 
 from __future__ import annotations
@@ -46,14 +47,14 @@ def _pre_ping(url: str) -> bool:
 
 
 def make_sync_engine(url: str) -> Engine:
-    engine = create_engine(sync_url(url), pool_pre_ping=_pre_ping(url))
+    engine = create_engine(sync_url(url), pool_pre_ping=_pre_ping(url), hide_parameters=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _tune_sqlite)
     return engine
 
 
 def make_async_engine(url: str) -> AsyncEngine:
-    engine = create_async_engine(async_url(url), pool_pre_ping=_pre_ping(url))
+    engine = create_async_engine(async_url(url), pool_pre_ping=_pre_ping(url), hide_parameters=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
     return engine

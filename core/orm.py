@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -112,6 +113,9 @@ class Message(Base):
     in_reply_to: Mapped[str | None] = mapped_column(String(32), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[datetime | None]
+    # How long the dialogue core (Rasa and its actions) took for this inbound message; the
+    # platform's own share of a turn is the rest.
+    dialogue_ms: Mapped[float | None] = mapped_column(Float)
 
 
 class AuditEvent(Base):

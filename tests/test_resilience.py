@@ -3,6 +3,7 @@ staff follow-up, and the conversation flows again once they return, without a re
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -91,6 +92,29 @@ async def test_rasa_down_gets_a_clear_reply_fast_and_recovery_needs_no_restart(
     engine.dispose()
     assert [tuple(r) for r in inbound] == [("hello", "failed", True), ("hello", "processed", False)]
     assert flagged is True
+
+
+async def test_a_hung_rasa_still_gets_the_patient_an_answer_within_5_seconds(
+    make_settings: Callable[..., Settings],
+    rasa_stack: RasaStack,
+    rasa_proxy: ThreadedProxy,
+    sqlite_url: str,
+) -> None:
+    settings = make_settings(
+        database_url=sqlite_url,
+        rasa_url=f"http://127.0.0.1:{rasa_proxy.port}",
+        action_server_url=rasa_stack.action_url,
+    )
+    async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        rasa_proxy.set_hang(True)
+        started = time.monotonic()
+        hung = await client.post(
+            "/api/v1/messages", headers=AUTH, json={"sender_id": "hung-rasa", "text": "hello"}
+        )
+        elapsed = time.monotonic() - started
+        rasa_proxy.set_hang(False)
+    assert hung.status_code == 200 and elapsed < 5
+    assert "unavailable" in hung.json()["replies"][0]["text"]
 
 
 async def test_action_server_down_is_the_assistant_down_too(
@@ -196,3 +220,22 @@ async def test_a_conversation_survives_a_rasa_restart(
     assert tracker["slots"]["language"] == "es"
     # The answer follows from the offer made before the restart: staff will follow up (Spanish).
     assert "personal" in " ".join(r["text"] for r in answer.json()["replies"]).lower()
+
+
+async def test_patient_words_never_reach_the_logs(
+    make_settings: Callable[..., Settings], sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The unhappy paths log the most; none of them may log what the patient wrote."""
+    marker = f"my neighbour Zebulon{uuid.uuid4().hex[:6]} has a rash"
+    settings = make_settings(database_url=sqlite_url, rate_limit_per_sender="2/minute")
+    caplog.set_level(logging.DEBUG)
+    async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        for _ in range(3):  # Rasa down (follow-up path), then rate limited
+            await client.post(
+                "/api/v1/messages", headers=AUTH, json={"sender_id": marker, "text": marker}
+            )
+        await client.post("/api/v1/messages", headers=AUTH, content=marker.encode() + b"\xff")
+    assert caplog.records
+    for record in caplog.records:
+        assert "Zebulon" not in record.getMessage()
+        assert "Zebulon" not in str(record.__dict__)

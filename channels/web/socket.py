@@ -86,6 +86,13 @@ class WebChat:
         )
         await self.sio.enter_room(sid, conversation.id)
         history = await self._store.history(conversation.id, limit=self._history_limit)
+        if history:
+            await self._store.audit(
+                actor="patient:web",
+                action="conversation.history_read",
+                conversation=conversation,
+                detail={"messages": len(history)},
+            )
         await self.sio.emit("session", {"token": token, "conversation_id": conversation.id}, to=sid)
         await self.sio.emit("history", {"messages": [m.as_dict() for m in history]}, to=sid)
 

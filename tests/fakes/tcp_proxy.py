@@ -14,6 +14,7 @@ class SwitchableProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
         self.up = True
+        self.hang = False
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -40,6 +41,9 @@ class SwitchableProxy:
         assert task
         self._tasks.add(task)
         try:
+            if self.hang:
+                # Accept, never answer: a server stuck rather than gone.
+                await asyncio.sleep(3600)
             upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
             await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
         except (OSError, asyncio.CancelledError):
@@ -75,6 +79,9 @@ class ThreadedProxy:
 
     def set_up(self, up: bool) -> None:
         self._loop.call_soon_threadsafe(self._proxy.set_up, up)
+
+    def set_hang(self, hang: bool) -> None:
+        self._loop.call_soon_threadsafe(setattr, self._proxy, "hang", hang)
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self._proxy.stop(), self._loop).result(5)

@@ -105,6 +105,7 @@ def upgrade() -> None:
         sa.Column("in_reply_to", sa.String(length=32), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("dialogue_ms", sa.Float(), nullable=True),
         sa.ForeignKeyConstraint(["conversation_id"], ["conversations.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("seq"),
         sa.UniqueConstraint("conversation_id", "vendor_message_id", name="uq_message_vendor_id"),
