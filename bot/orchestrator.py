@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from limits import parse
 from limits.aio.storage import Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from bot.contract import (
     Button,
@@ -78,7 +78,9 @@ class Orchestrator:
         self._store = store
         self._safety = safety
         self._dialogue = dialogue
-        self._limiter = MovingWindowRateLimiter(rate_limit_storage)
+        # A sliding window counter: two counters per sender, where a moving window keeps every
+        # hit (and limits' in-memory store then expires each one through a thread).
+        self._limiter = SlidingWindowCounterRateLimiter(rate_limit_storage)
         self._rate_limit = parse(config.rate_limit_per_sender)
         self._on_follow_up = on_follow_up
 
