@@ -44,7 +44,7 @@ class RasaClient:
     time) and discards Rasa's answer when the action server is down.
     """
 
-    HEALTHY_FOR_S = 2.0
+    HEALTHY_FOR_S = 5.0
 
     def __init__(
         self,
