@@ -33,27 +33,25 @@ def rasa_proxy(rasa_stack: RasaStack) -> Iterator[ThreadedProxy]:
     proxy.close()
 
 
-def _stored(database_url: str, conversation_id: str) -> list[Message]:
-    engine = make_sync_engine(database_url)
-    with engine.connect() as connection:
-        rows = connection.execute(
-            select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq)
-        ).all()
-    engine.dispose()
-    return [r[0] if isinstance(r[0], Message) else r for r in rows]  # type: ignore[misc]
-
-
-async def test_rasa_down_gets_a_clear_reply_fast_and_recovery_needs_no_restart(
+@pytest.fixture
+def settings_via_proxy(
     make_settings: Callable[..., Settings],
     rasa_stack: RasaStack,
     rasa_proxy: ThreadedProxy,
     sqlite_url: str,
-) -> None:
-    settings = make_settings(
+) -> Settings:
+    """An app that reaches Rasa only through the switchable proxy."""
+    return make_settings(
         database_url=sqlite_url,
         rasa_url=f"http://127.0.0.1:{rasa_proxy.port}",
         action_server_url=rasa_stack.action_url,
     )
+
+
+async def test_rasa_down_gets_a_clear_reply_fast_and_recovery_needs_no_restart(
+    settings_via_proxy: Settings, rasa_proxy: ThreadedProxy, sqlite_url: str
+) -> None:
+    settings = settings_via_proxy
     sender = f"p-{uuid.uuid4().hex[:8]}"
     async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
         rasa_proxy.set_up(False)
@@ -95,17 +93,12 @@ async def test_rasa_down_gets_a_clear_reply_fast_and_recovery_needs_no_restart(
 
 
 async def test_a_hung_rasa_still_gets_the_patient_an_answer_within_5_seconds(
-    make_settings: Callable[..., Settings],
-    rasa_stack: RasaStack,
-    rasa_proxy: ThreadedProxy,
-    sqlite_url: str,
+    settings_via_proxy: Settings, rasa_proxy: ThreadedProxy
 ) -> None:
-    settings = make_settings(
-        database_url=sqlite_url,
-        rasa_url=f"http://127.0.0.1:{rasa_proxy.port}",
-        action_server_url=rasa_stack.action_url,
-    )
-    async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
+    async with (
+        running_app(settings_via_proxy) as (url, _),
+        httpx.AsyncClient(base_url=url) as client,
+    ):
         rasa_proxy.set_hang(True)
         started = time.monotonic()
         hung = await client.post(
