@@ -78,8 +78,8 @@ class Orchestrator:
         self._store = store
         self._safety = safety
         self._dialogue = dialogue
-        # A sliding window counter: two counters per sender, where a moving window keeps every
-        # hit (and limits' in-memory store then expires each one through a thread).
+        # Sliding-window counters keep two numbers per sender; a moving window keeps every hit,
+        # and limits' in-memory store expires each of those through a thread hop.
         self._limiter = SlidingWindowCounterRateLimiter(rate_limit_storage)
         self._rate_limit = parse(config.rate_limit_per_sender)
         self._on_follow_up = on_follow_up
@@ -93,7 +93,7 @@ class Orchestrator:
         await self._check_rate(inbound, reply_language)
 
         understood = normalize_for_understanding(inbound.text)
-        language = self._language(inbound, understood, known)
+        language = self._language(inbound, understood, reply_language)
         conversation = known or await self._store.open_conversation(
             channel=inbound.channel, address=inbound.sender_address, language=language
         )
@@ -103,9 +103,10 @@ class Orchestrator:
             text=clean_for_storage(inbound.text),
             language=language,
         )
+        before = _state(conversation)
         if duplicate:
             replies = await self._store.replies_to(message.id)
-            return TurnResult(conversation.id, message, tuple(replies), _state(conversation), True)
+            return TurnResult(conversation.id, message, tuple(replies), before, True)
 
         safety = self._safety.assess(understood, language=language)
         dialogue_started = time.perf_counter()
@@ -145,9 +146,9 @@ class Orchestrator:
             if self._on_follow_up:
                 await self._on_follow_up(conversation.id, message.id)
         state = ConversationState(
-            mode="staff" if conversation.mode == "staff" else "bot",
-            safety=safety if safety.level != "none" else _state(conversation).safety,
-            triage=_state(conversation).triage,
+            mode=before.mode,
+            safety=safety if safety.level != "none" else before.safety,
+            triage=before.triage,
         )
         return TurnResult(conversation.id, message, tuple(stored_replies), state)
 
@@ -198,12 +199,12 @@ class Orchestrator:
             return str(inbound.language)
         return known.language if known else self._config.default_language
 
-    def _language(self, inbound: Inbound, understood: str, known: ConversationInfo | None) -> str:
+    def _language(self, inbound: Inbound, understood: str, hint: str) -> str:
+        """The message's language: the channel's word for it, else detected, else the hint."""
         if inbound.language in self._config.supported_languages:
-            return str(inbound.language)
-        fallback = known.language if known else self._config.default_language
+            return hint
         return detect_language(
-            understood, supported=self._config.supported_languages, fallback=fallback
+            understood, supported=self._config.supported_languages, fallback=hint
         )
 
 

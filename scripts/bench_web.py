@@ -63,15 +63,21 @@ class PhaseResult:
     by_client_id: dict[str, float] | None = None
 
     def summary(self) -> dict[str, float]:
-        cuts = statistics.quantiles(self.latencies_ms, n=100, method="inclusive")
         return {
             "msgs_per_s": round(len(self.latencies_ms) / self.wall_s, 1),
-            "p50_ms": round(cuts[49], 1),
-            "p95_ms": round(cuts[94], 1),
-            "p99_ms": round(cuts[98], 1),
+            **percentiles(self.latencies_ms),
             "errors": self.errors,
             "messages": len(self.latencies_ms),
         }
+
+
+def percentiles(values_ms: list[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(values_ms, n=100, method="inclusive")
+    return {
+        "p50_ms": round(cuts[49], 1),
+        "p95_ms": round(cuts[94], 1),
+        "p99_ms": round(cuts[98], 1),
+    }
 
 
 def progress(text: str) -> None:
@@ -282,7 +288,7 @@ async def main() -> int:
                 platform.wait(20)
             stack.stop_all()
     p, r = platform_result.summary(), rasa_result.summary()
-    overhead = PhaseResult(overheads, 0, 1.0).summary()
+    overhead = percentiles(overheads)
     result = {
         "benchmark": "web",
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
