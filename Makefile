@@ -16,18 +16,21 @@ APT_PACKAGES := chromium docker-compose
 PYTHON310 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.10 2>/dev/null | head -1 | sed 's|$$|/bin/python3.10|') || command -v python3.10)
 PYTHON311 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.11 2>/dev/null | head -1 | sed 's|$$|/bin/python3.11|') || command -v python3.11)
 
-.PHONY: help run test lint typecheck pytest bench-web eval-nlu deps system-packages frontend train-rasa clean
+.PHONY: help run test lint lint-rules typecheck pytest bench-web bench-safety eval-nlu eval-safety deps system-packages frontend train-rasa clean
 
 help:
 	@echo "make run    install everything, train what needs training, start the platform"
 	@echo "make test   install test dependencies and run the whole suite"
 	@echo "make bench-web   web channel benchmark (see docs/BENCHMARKS.md)"
 	@echo "make eval-nlu    NLU cross-validation (see docs/EVALUATION.md)"
+	@echo "make eval-safety safety and triage figures on the case sets (see docs/EVALUATION.md)"
+	@echo "make bench-safety   time the safety layer adds per message (see docs/BENCHMARKS.md)"
+	@echo "make lint-rules  check the clinical rule files (bot/clinical/rules/)"
 
 run: deps $(RASA_MODEL) $(CHAT_PAGE)
 	@PORT=$(PORT) $(PY) scripts/run_platform.py
 
-test: deps $(RASA_MODEL) $(CHAT_PAGE) lint typecheck pytest
+test: deps $(RASA_MODEL) $(CHAT_PAGE) lint lint-rules typecheck pytest
 
 pytest: deps $(RASA_MODEL) $(CHAT_PAGE)
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
@@ -36,11 +39,20 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+lint-rules: $(VENV)/.installed
+	$(PY) -m bot.clinical.lint
+
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 bench-web: deps $(RASA_MODEL) $(CHAT_PAGE)
 	$(PY) scripts/bench_web.py $(BENCH_ARGS)
+
+bench-safety: $(VENV)/.installed
+	$(PY) scripts/bench_safety.py $(BENCH_ARGS)
+
+eval-safety: $(VENV)/.installed
+	$(PY) scripts/eval_safety.py --record $(EVAL_ARGS)
 
 eval-nlu: $(VENV)/.installed $(RASA_VENV)/.installed
 	$(PY) scripts/eval_nlu.py $(EVAL_ARGS)

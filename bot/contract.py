@@ -62,14 +62,26 @@ class Outbound:
 
 @dataclass(frozen=True)
 class SafetyAssessment:
+    """The safety layer's decision on one message.
+
+    `level` is the most urgent response owed: `emergency` (call the emergency number now) or
+    `crisis` (the crisis protocol). `crisis` is also true with an emergency when both apply, as
+    with an overdose already taken. `categories` name what was recognised (cardiac, overdose...).
+    """
+
     level: SafetyLevel = "none"
     rule_ids: tuple[str, ...] = ()
+    crisis: bool = False
+    categories: tuple[str, ...] = ()
+    ruleset_version: str = ""
 
 
 @dataclass(frozen=True)
 class TriageResult:
     disposition: Disposition
     reasons: tuple[str, ...]
+    red_flags: tuple[str, ...] = ()
+    rule_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

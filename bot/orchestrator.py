@@ -9,7 +9,8 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from limits import parse
 from limits.aio.storage import Storage
@@ -29,12 +30,21 @@ from bot.phrases import phrase
 from bot.rasa_client import DialogueEngine, DialogueUnavailable
 from bot.render import render
 from bot.safety import SafetyLayer
-from bot.store import ConversationInfo, ConversationStore
+from bot.safety_replies import (
+    Resources,
+    advance_protocol,
+    protocol_question,
+    safety_replies,
+    start_protocol,
+)
+from bot.store import KEEP, ConversationInfo, ConversationStore
 from bot.text import clean_for_storage, is_blank, normalize_for_understanding
 
 log = logging.getLogger(__name__)
 
 FollowUpHook = Callable[[str, str], Awaitable[None]]
+# (escalation id, priority): tells staff about a new or more urgent case.
+EscalationHook = Callable[[str, str], Awaitable[None]]
 # A button payload may force an intent, never set entities or slots.
 _INTENT_PAYLOAD = re.compile(r"^/[a-z_]{1,64}$")
 
@@ -61,6 +71,21 @@ class OrchestratorConfig:
     emergency_number: str
     max_message_chars: int
     rate_limit_per_sender: str
+    resources: Resources = field(default_factory=Resources)
+
+
+@dataclass
+class _Turn:
+    """What answering one message decided, written to the database in one transaction."""
+
+    replies: list[tuple[str, tuple[Button, ...]]] = field(default_factory=list)
+    status: str = "processed"
+    follow_up: bool = False
+    triage: dict[str, Any] | None = None
+    protocol: Any = KEEP
+    audits: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # (priority, reason, rule ids, clinician summary)
+    escalations: list[tuple[str, str, tuple[str, ...], str | None]] = field(default_factory=list)
 
 
 class Orchestrator:
@@ -73,6 +98,7 @@ class Orchestrator:
         dialogue: DialogueEngine,
         rate_limit_storage: Storage,
         on_follow_up: FollowUpHook | None = None,
+        on_escalation: EscalationHook | None = None,
     ) -> None:
         self._config = config
         self._store = store
@@ -83,6 +109,7 @@ class Orchestrator:
         self._limiter = SlidingWindowCounterRateLimiter(rate_limit_storage)
         self._rate_limit = parse(config.rate_limit_per_sender)
         self._on_follow_up = on_follow_up
+        self._on_escalation = on_escalation
 
     async def handle(self, inbound: Inbound) -> TurnResult:
         known = await self._store.find_conversation(
@@ -108,11 +135,19 @@ class Orchestrator:
             replies = await self._store.replies_to(message.id)
             return TurnResult(conversation.id, message, tuple(replies), before, True)
 
+        # The safety layer reads every message first, whoever is answering the conversation.
         safety = self._safety.assess(understood, language=language)
+        turn = _Turn(audits=[("safety.assessed", _safety_audit(safety))])
         dialogue_started = time.perf_counter()
-        answers, status, follow_up = await self._respond(
-            conversation, inbound, understood, language
-        )
+        follow_up_running = bool(conversation.safety_protocol) and conversation.mode != "staff"
+        if safety.level == "emergency" or (safety.level == "crisis" and not follow_up_running):
+            await self._safety_turn(turn, conversation, safety, language)
+        else:
+            if safety.level == "crisis":
+                # Crisis words while the follow-up runs answer its question; the case is kept
+                # at least at high priority, and the screener decides whether it is imminent.
+                turn.escalations.append(("high", "crisis", safety.rule_ids, None))
+            await self._respond(turn, conversation, inbound, understood, language)
         dialogue_ms = (time.perf_counter() - dialogue_started) * 1000
         rendered = [
             render(
@@ -124,43 +159,81 @@ class Orchestrator:
                     language=language,
                 )
             )
-            for text, buttons in answers
+            for text, buttons in turn.replies
         ]
         stored_replies = await self._store.complete_turn(
             conversation=conversation,
             inbound_id=message.id,
             replies=[(o.text, o.buttons, o.sender) for o in rendered],
-            status=status,
-            needs_follow_up=follow_up,
+            status=turn.status,
+            needs_follow_up=turn.follow_up,
             language=language,
             safety=safety,
             dialogue_ms=round(dialogue_ms, 2),
+            triage=turn.triage,
+            safety_protocol=turn.protocol,
+            audits=turn.audits,
         )
-        if follow_up:
+        for priority, reason, rule_ids, summary in turn.escalations:
+            await self._escalate(conversation, priority, reason, rule_ids, summary)
+        if turn.follow_up:
             await self._store.audit(
                 actor="orchestrator",
                 action="message.follow_up_needed",
                 conversation=conversation,
-                detail={"message_id": message.id, "reason": status},
+                detail={"message_id": message.id, "reason": turn.status},
             )
             if self._on_follow_up:
                 await self._on_follow_up(conversation.id, message.id)
         state = ConversationState(
             mode=before.mode,
             safety=safety if safety.level != "none" else before.safety,
-            triage=before.triage,
+            triage=_triage_result(turn.triage) if turn.triage else before.triage,
         )
         return TurnResult(conversation.id, message, tuple(stored_replies), state)
 
+    async def _safety_turn(
+        self,
+        turn: _Turn,
+        conversation: ConversationInfo,
+        safety: SafetyAssessment,
+        language: str,
+    ) -> None:
+        """Emergency instructions or the crisis reply, a priority case for staff, and (for a
+        crisis) the screening follow-up; the dialogue core does not answer this message."""
+        resources = self._config.resources
+        turn.replies = [(text, ()) for text in safety_replies(safety, language, resources)]
+        priority = "immediate" if safety.level == "emergency" else "high"
+        turn.escalations.append((priority, safety.level, safety.rule_ids, None))
+        if safety.level == "crisis":
+            # A follow-up already running goes on where it was; otherwise one starts.
+            protocol = conversation.safety_protocol or start_protocol(safety)
+            if protocol is not None:
+                turn.protocol = protocol
+                turn.replies.append((protocol_question(protocol, language), ()))
+                turn.audits.append(("safety.protocol_started", {"protocol": protocol["protocol"]}))
+        turn.status = "relayed" if conversation.mode == "staff" else "processed"
+        if conversation.mode != "staff":
+            await self._dialogue.interrupt(conversation_id=conversation.id)
+
     async def _respond(
-        self, conversation: ConversationInfo, inbound: Inbound, understood: str, language: str
-    ) -> tuple[list[tuple[str, tuple[Button, ...]]], str, bool]:
-        """Replies, the inbound message's final status, and whether staff must follow up."""
+        self,
+        turn: _Turn,
+        conversation: ConversationInfo,
+        inbound: Inbound,
+        understood: str,
+        language: str,
+    ) -> None:
         if conversation.mode == "staff":
-            return [], "relayed", False
+            turn.status = "relayed"
+            return
         if not understood:
             # Only invisible characters: nothing to understand, but the patient deserves an answer.
-            return [(phrase("rephrase", language), ())], "processed", False
+            turn.replies = [(phrase("rephrase", language), ())]
+            return
+        if conversation.safety_protocol:
+            self._protocol_turn(turn, conversation.safety_protocol, understood, language)
+            return
         try:
             replies = await self._dialogue.respond(
                 conversation_id=conversation.id,
@@ -175,8 +248,75 @@ class Orchestrator:
             text = phrase(
                 "assistant_unavailable", language, emergency_number=self._config.emergency_number
             )
-            return [(text, ())], "failed", True
-        return [(r.text, r.buttons) for r in replies], "processed", False
+            turn.replies = [(text, ())]
+            turn.status, turn.follow_up = "failed", True
+            return
+        turn.replies = [(r.text, r.buttons) for r in replies if r.text]
+        for reply in replies:
+            if reply.custom and isinstance(reply.custom.get("triage"), dict):
+                self._triage_decided(turn, reply.custom["triage"])
+
+    def _protocol_turn(
+        self, turn: _Turn, protocol: dict[str, Any], understood: str, language: str
+    ) -> None:
+        step = advance_protocol(protocol, understood, language, self._config.resources)
+        turn.replies = [(text, ()) for text in step.replies]
+        turn.protocol = step.state
+        turn.audits.append(
+            (
+                "safety.protocol_answer",
+                {
+                    "protocol": protocol["protocol"],
+                    "answers": step.answers,
+                    "imminent": step.imminent,
+                    "finished": step.state is None,
+                },
+            )
+        )
+        if step.imminent:
+            turn.escalations.append(("immediate", "crisis", ("CSSRS-SCREEN",), None))
+
+    def _triage_decided(self, turn: _Turn, triage: dict[str, Any]) -> None:
+        disposition = triage.get("disposition")
+        if disposition not in ("emergency", "urgent", "routine", "self_care"):
+            log.warning("ignoring a triage result without a known disposition")
+            return
+        turn.triage = {
+            "disposition": disposition,
+            "reasons": [str(r) for r in triage.get("reasons", [])],
+            "red_flags": [str(r) for r in triage.get("red_flags", [])],
+            "rule_ids": [str(r) for r in triage.get("rule_ids", [])],
+            "ruleset_version": str(triage.get("ruleset_version", "")),
+            "summary": str(triage.get("summary", "")),
+        }
+        turn.audits.append(
+            (
+                "triage.decided",
+                {k: turn.triage[k] for k in ("disposition", "rule_ids", "ruleset_version")},
+            )
+        )
+        if disposition == "emergency":
+            turn.escalations.append(
+                ("immediate", "triage", tuple(turn.triage["rule_ids"]), turn.triage["summary"])
+            )
+
+    async def _escalate(
+        self,
+        conversation: ConversationInfo,
+        priority: str,
+        reason: str,
+        rule_ids: tuple[str, ...],
+        summary: str | None,
+    ) -> None:
+        case_id, changed = await self._store.escalate(
+            conversation=conversation,
+            priority=priority,
+            reason=reason,
+            rule_ids=rule_ids,
+            summary=summary,
+        )
+        if changed and self._on_escalation:
+            await self._on_escalation(case_id, priority)
 
     def _validate(self, inbound: Inbound, language: str) -> None:
         if is_blank(inbound.text) and not inbound.payload:
@@ -215,13 +355,27 @@ def _dialogue_text(inbound: Inbound, understood: str) -> str:
     return understood.lstrip("/").strip() or understood
 
 
+def _safety_audit(safety: SafetyAssessment) -> dict[str, Any]:
+    return {
+        "level": safety.level,
+        "crisis": safety.crisis,
+        "rule_ids": list(safety.rule_ids),
+        "categories": list(safety.categories),
+        "ruleset_version": safety.ruleset_version,
+    }
+
+
+def _triage_result(triage: dict[str, Any]) -> TriageResult:
+    return TriageResult(
+        disposition=triage["disposition"],
+        reasons=tuple(triage.get("reasons", ())),
+        red_flags=tuple(triage.get("red_flags", ())),
+        rule_ids=tuple(triage.get("rule_ids", ())),
+    )
+
+
 def _state(conversation: ConversationInfo) -> ConversationState:
-    triage = None
-    if conversation.triage:
-        triage = TriageResult(
-            disposition=conversation.triage["disposition"],
-            reasons=tuple(conversation.triage.get("reasons", ())),
-        )
+    triage = _triage_result(conversation.triage) if conversation.triage else None
     level = conversation.safety_level
     return ConversationState(
         mode="staff" if conversation.mode == "staff" else "bot",

@@ -25,14 +25,21 @@ class DialogueUnavailable(Exception):
 
 @dataclass(frozen=True)
 class BotReply:
+    """A message for the patient, or (with empty text) a structured result for the platform,
+    such as the triage decision a custom action sends as `{"triage": {...}}`."""
+
     text: str
     buttons: tuple[Button, ...] = ()
+    custom: dict[str, Any] | None = None
 
 
 class DialogueEngine(Protocol):
     async def respond(
         self, *, conversation_id: str, text: str, metadata: dict[str, Any]
     ) -> list[BotReply]: ...
+
+    async def interrupt(self, *, conversation_id: str) -> None:
+        """Stop any form in progress: the safety layer has taken over this turn."""
 
 
 class RasaClient:
@@ -83,11 +90,27 @@ class RasaClient:
             raise DialogueUnavailable(type(exc).__name__) from exc
         parsed = (parse_reply(e) for e in events if isinstance(e, dict))
         replies = [r for r in parsed if r is not None]
-        if not replies:
+        if not any(r.text for r in replies):
             # Rasa answers [] when a custom action failed (e.g. the action server is down);
             # to the patient that is the same as no assistant at all.
             raise DialogueUnavailable("empty reply")
         return replies
+
+    async def interrupt(self, *, conversation_id: str) -> None:
+        events = [
+            {"event": "active_loop", "name": None},
+            {"event": "slot", "name": "requested_slot", "value": None},
+        ]
+        try:
+            response = await self._client.post(
+                f"{self._url}/conversations/{conversation_id}/tracker/events",
+                json=events,
+                timeout=self._timeout,
+            )
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            # The safety reply has gone out already; a form left open only asks its question.
+            log.warning("could not stop the dialogue's form", extra={"error": type(exc).__name__})
 
     async def _require_action_server(self) -> None:
         if time.monotonic() < self._actions_healthy_until:
@@ -110,6 +133,9 @@ class RasaClient:
 
 
 def parse_reply(event: dict[str, Any]) -> BotReply | None:
+    custom = event.get("custom")
+    if isinstance(custom, dict) and not event.get("text"):
+        return BotReply(text="", custom=custom)
     text = event.get("text")
     raw_buttons = event.get("buttons") or []
     buttons = tuple(

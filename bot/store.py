@@ -17,6 +17,7 @@ from core.orm import (
     AuditEvent,
     ChannelIdentity,
     Conversation,
+    Escalation,
     Message,
     Patient,
     new_id,
@@ -34,6 +35,12 @@ class ConversationInfo:
     safety_level: str
     safety_rule_ids: tuple[str, ...]
     triage: dict[str, Any] | None
+    safety_protocol: dict[str, Any] | None = None
+
+
+# Keeps a column as it is in `complete_turn` (None is a value there: "no protocol running").
+KEEP: Any = object()
+_PRIORITY_RANK = {"normal": 0, "high": 1, "immediate": 2}
 
 
 def _info(conversation: Conversation) -> ConversationInfo:
@@ -46,6 +53,7 @@ def _info(conversation: Conversation) -> ConversationInfo:
         safety_level=conversation.safety_level,
         safety_rule_ids=tuple(conversation.safety_rule_ids or ()),
         triage=conversation.triage,
+        safety_protocol=conversation.safety_protocol,
     )
 
 
@@ -169,8 +177,12 @@ class ConversationStore:
         language: str,
         safety: SafetyAssessment,
         dialogue_ms: float | None = None,
+        triage: dict[str, Any] | None = None,
+        safety_protocol: Any = KEEP,
+        audits: list[tuple[str, dict[str, Any]]] = (),  # type: ignore[assignment]
     ) -> list[StoredMessage]:
-        """Store the replies to one inbound message and close its processing, atomically."""
+        """Store the replies to one inbound message, its decisions' audit records and the
+        conversation's new state, and close the message's processing, atomically."""
         now = utcnow()
         messages = [
             Message(
@@ -190,6 +202,16 @@ class ConversationStore:
         ]
         async with self._sessions() as session, session.begin():
             session.add_all(messages)
+            session.add_all(
+                AuditEvent(
+                    actor="orchestrator",
+                    action=action,
+                    patient_id=conversation.patient_id,
+                    conversation_id=conversation.id,
+                    detail={"message_id": inbound_id, **detail},
+                )
+                for action, detail in audits
+            )
             await session.execute(
                 update(Message)
                 .where(Message.id == inbound_id)
@@ -209,6 +231,10 @@ class ConversationStore:
             if safety.level != "none":
                 changes["safety_level"] = safety.level
                 changes["safety_rule_ids"] = list(safety.rule_ids)
+            if triage is not None:
+                changes["triage"] = triage
+            if safety_protocol is not KEEP:
+                changes["safety_protocol"] = safety_protocol
             if changes:
                 await session.execute(
                     update(Conversation)
@@ -216,6 +242,79 @@ class ConversationStore:
                     .values(**changes, updated_at=now)
                 )
         return [stored(m) for m in messages]
+
+    async def escalate(
+        self,
+        *,
+        conversation: ConversationInfo,
+        priority: str,
+        reason: str,
+        rule_ids: tuple[str, ...] | list[str],
+        summary: str | None = None,
+    ) -> tuple[str, bool]:
+        """Open a case for staff, or raise the open one's priority. Returns the case id and
+        whether staff need telling (a new case, or a higher priority)."""
+        async with self._sessions() as session, session.begin():
+            case = await session.scalar(
+                select(Escalation)
+                .where(Escalation.conversation_id == conversation.id)
+                .where(Escalation.status != "resolved")
+                .order_by(Escalation.created_at.desc())
+                .limit(1)
+            )
+            if case is None:
+                case = Escalation(
+                    id=new_id(),
+                    conversation_id=conversation.id,
+                    patient_id=conversation.patient_id,
+                    priority=priority,
+                    reason=reason,
+                    rule_ids=list(rule_ids),
+                    summary=summary,
+                    status="open",
+                )
+                session.add(case)
+                changed = True
+            else:
+                changed = _PRIORITY_RANK[priority] > _PRIORITY_RANK.get(case.priority, 0)
+                if changed:
+                    case.priority = priority
+                    case.reason = reason
+                case.rule_ids = list(dict.fromkeys([*case.rule_ids, *rule_ids]))
+                if summary:
+                    case.summary = summary
+            session.add(
+                AuditEvent(
+                    actor="orchestrator",
+                    action="escalation.opened" if changed else "escalation.updated",
+                    patient_id=conversation.patient_id,
+                    conversation_id=conversation.id,
+                    detail={
+                        "escalation_id": case.id,
+                        "priority": case.priority,
+                        "reason": reason,
+                        "rule_ids": list(rule_ids),
+                    },
+                )
+            )
+            await session.flush()
+            return case.id, changed
+
+    async def open_escalations(self, conversation_id: str) -> list[dict[str, Any]]:
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(Escalation).where(Escalation.conversation_id == conversation_id)
+            )
+            return [
+                {
+                    "id": e.id,
+                    "priority": e.priority,
+                    "reason": e.reason,
+                    "status": e.status,
+                    "rule_ids": list(e.rule_ids),
+                }
+                for e in rows
+            ]
 
     async def replies_to(self, inbound_id: str) -> list[StoredMessage]:
         async with self._sessions() as session:

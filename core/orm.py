@@ -82,6 +82,8 @@ class Conversation(Base):
     safety_level: Mapped[str] = mapped_column(String(16), default="none")
     safety_rule_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     triage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The crisis follow-up in progress (C-SSRS screener step and answers), None when none is.
+    safety_protocol: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     needs_follow_up: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -116,6 +118,27 @@ class Message(Base):
     # How long the dialogue core (Rasa and its actions) took for this inbound message; the
     # platform's own share of a turn is the rest.
     dialogue_ms: Mapped[float | None] = mapped_column(Float)
+
+
+class Escalation(Base):
+    """A case for clinic staff. One open case per conversation; a later, graver reason raises
+    its priority instead of opening another."""
+
+    __tablename__ = "escalations"
+    __table_args__ = (Index("ix_escalations_status_priority", "status", "priority"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    patient_id: Mapped[str] = mapped_column(String(32), index=True)
+    priority: Mapped[str] = mapped_column(String(16))  # immediate | high | normal
+    reason: Mapped[str] = mapped_column(String(32))  # emergency | crisis | triage | request
+    rule_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    summary: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class AuditEvent(Base):

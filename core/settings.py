@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     supported_languages: list[str] = Field(default_factory=lambda: ["en", "es"])
     default_language: str = "en"
     emergency_number: str = "911"
+    # Said to patients in crisis; 988 is the US Suicide & Crisis Lifeline (call or text).
+    crisis_line: str = "988"
+    poison_control_number: str = "1-800-222-1222"
+    domestic_violence_line: str = "1-800-799-7233"
 
     max_message_chars: int = 4000
     max_request_bytes: int = 64 * 1024

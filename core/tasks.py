@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 
 FLAG_FOR_FOLLOW_UP = "follow_up.flag_conversation"
+NOTIFY_STAFF = "escalation.notify_staff"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -63,3 +64,21 @@ def flag_conversation_for_follow_up(conversation_id: str, message_id: str) -> No
             )
         )
     log.info("conversation flagged for staff follow-up", extra={"conversation_id": conversation_id})
+
+
+@celery_app.task(name=NOTIFY_STAFF)  # type: ignore[untyped-decorator]
+def notify_staff_of_escalation(escalation_id: str, priority: str) -> None:
+    """Tell clinic staff about a new or more urgent case.
+
+    The case itself is already stored (escalations table, visible to staff tools); this task is
+    where the Mattermost case channel is opened once that integration lands. It records that the
+    notification was dispatched so an audit shows when staff were told."""
+    with _engine().begin() as connection:
+        connection.execute(
+            insert(AuditEvent).values(
+                actor="worker",
+                action="escalation.notification_dispatched",
+                detail={"escalation_id": escalation_id, "priority": priority},
+            )
+        )
+    log.info("staff notified of escalation", extra={"escalation_id": escalation_id})

@@ -52,7 +52,22 @@ def environment() -> dict[str, str]:
     env.setdefault("PORT", "8000")
     env.setdefault("HOST", "127.0.0.1")
     env["PYTHONUNBUFFERED"] = "1"
+    # The action server (Rasa's environment) tells patients the emergency number too; it reads
+    # the environment, so a value set only in .env is passed on here.
+    env.setdefault("EMERGENCY_NUMBER", _dotenv().get("EMERGENCY_NUMBER", "911"))
     return env
+
+
+def _dotenv() -> dict[str, str]:
+    path = ROOT / ".env"
+    if not path.exists():
+        return {}
+    pairs = (
+        line.split("=", 1)
+        for line in path.read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    )
+    return {k.strip(): v.strip().strip("\"'") for k, v in pairs}
 
 
 def commands(env: dict[str, str]) -> dict[str, tuple[list[str], dict[str, str]]]:

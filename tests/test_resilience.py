@@ -167,7 +167,13 @@ async def test_a_real_worker_puts_unanswered_conversations_on_the_staff_list(
             response = await client.post(
                 "/api/v1/messages", headers=AUTH, json={"sender_id": "worker-test", "text": "hi"}
             )
+            emergency = await client.post(
+                "/api/v1/messages",
+                headers=AUTH,
+                json={"sender_id": "worker-test-2", "text": "my friend collapsed, not breathing"},
+            )
         conversation_id = response.json()["conversation_id"]
+        assert emergency.json()["state"]["safety"]["level"] == "emergency"
         engine = make_sync_engine(sqlite_url)
 
         def queued() -> bool:
@@ -182,11 +188,24 @@ async def test_a_real_worker_puts_unanswered_conversations_on_the_staff_list(
                 )
 
         wait_until(queued, timeout=60, what="the worker to run the follow-up task")
+
+        def staff_notified() -> bool:
+            with engine.connect() as connection:
+                return bool(
+                    connection.scalar(
+                        select(AuditEvent.id).where(
+                            AuditEvent.action == "escalation.notification_dispatched"
+                        )
+                    )
+                )
+
+        wait_until(staff_notified, timeout=60, what="the worker to notify staff of the emergency")
         engine.dispose()
     finally:
         worker.terminate()
         worker.wait(20)
     assert "follow_up.flag_conversation" in (tmp_path / "worker.log").read_text()
+    assert "escalation.notify_staff" in (tmp_path / "worker.log").read_text()
 
 
 async def test_a_conversation_survives_a_rasa_restart(

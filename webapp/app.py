@@ -23,9 +23,10 @@ from sqlalchemy import text
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
-from bot.orchestrator import FollowUpHook, Orchestrator, OrchestratorConfig
+from bot.orchestrator import EscalationHook, FollowUpHook, Orchestrator, OrchestratorConfig
 from bot.rasa_client import RasaClient
-from bot.safety import PassThroughSafety
+from bot.safety import RuleBasedSafety
+from bot.safety_replies import Resources
 from bot.store import ConversationStore
 from channels.api.routes import build_router as api_router
 from channels.web.socket import WebChat
@@ -33,7 +34,7 @@ from core import migrate
 from core.db import make_async_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
-from core.tasks import FLAG_FOR_FOLLOW_UP, make_celery
+from core.tasks import FLAG_FOR_FOLLOW_UP, NOTIFY_STAFF, make_celery
 from webapp.routes.health import build_router as health_router
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,24 @@ def _follow_up_queue(settings: Settings) -> FollowUpHook:
     return queue
 
 
+def _escalation_queue(settings: Settings) -> EscalationHook:
+    producer = make_celery(settings)
+
+    async def queue(escalation_id: str, priority: str) -> None:
+        try:
+            await asyncio.to_thread(
+                producer.send_task,
+                NOTIFY_STAFF,
+                args=[escalation_id, priority],
+                priority=9 if priority == "immediate" else 5,
+            )
+        except Exception:
+            # The case is stored; staff tools list open cases even if the queue is down.
+            log.exception("could not queue the staff notification")
+
+    return queue
+
+
 def create_app(settings: Settings | None = None) -> Any:
     settings = settings or get_settings()
     configure_logging()
@@ -91,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Any:
         timeout_s=settings.rasa_timeout_s,
         client=http,
     )
+    safety = RuleBasedSafety()
     orchestrator = Orchestrator(
         config=OrchestratorConfig(
             supported_languages=settings.supported_languages,
@@ -98,12 +118,19 @@ def create_app(settings: Settings | None = None) -> Any:
             emergency_number=settings.emergency_number,
             max_message_chars=settings.max_message_chars,
             rate_limit_per_sender=settings.rate_limit_per_sender,
+            resources=Resources(
+                emergency_number=settings.emergency_number,
+                crisis_line=settings.crisis_line,
+                poison_control=settings.poison_control_number,
+                domestic_violence_line=settings.domestic_violence_line,
+            ),
         ),
         store=store,
-        safety=PassThroughSafety(),
+        safety=safety,
         dialogue=rasa,
         rate_limit_storage=_rate_limit_storage(settings),
         on_follow_up=_follow_up_queue(settings),
+        on_escalation=_escalation_queue(settings),
     )
     web_chat = WebChat(
         orchestrator=orchestrator,
@@ -153,8 +180,13 @@ def create_app(settings: Settings | None = None) -> Any:
     api.include_router(
         api_router(
             orchestrator=orchestrator,
+            engine=safety.engine,
+            store=store,
             api_token=settings.api_token.get_secret_value() if settings.api_token else None,
             max_bytes=settings.max_request_bytes,
+            max_chars=settings.max_message_chars,
+            supported_languages=settings.supported_languages,
+            default_language=settings.default_language,
         )
     )
 
