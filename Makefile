@@ -16,7 +16,7 @@ APT_PACKAGES := chromium docker-compose
 PYTHON310 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.10 2>/dev/null | head -1 | sed 's|$$|/bin/python3.10|') || command -v python3.10)
 PYTHON311 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.11 2>/dev/null | head -1 | sed 's|$$|/bin/python3.11|') || command -v python3.11)
 
-.PHONY: help run test lint lint-rules typecheck pytest bench-web bench-safety eval-nlu eval-safety deps system-packages frontend train-rasa clean
+.PHONY: help run test lint lint-rules typecheck pytest bench-web bench-safety eval-nlu eval-safety train-clinical deps system-packages frontend train-rasa clean
 
 help:
 	@echo "make run    install everything, train what needs training, start the platform"
@@ -26,6 +26,7 @@ help:
 	@echo "make eval-safety safety and triage figures on the case sets (see docs/EVALUATION.md)"
 	@echo "make bench-safety   time the safety layer adds per message (see docs/BENCHMARKS.md)"
 	@echo "make lint-rules  check the clinical rule files (bot/clinical/rules/)"
+	@echo "make train-clinical   retrain the clinical second reader (bot/clinical/model/)"
 
 run: deps $(RASA_MODEL) $(CHAT_PAGE)
 	@PORT=$(PORT) $(PY) scripts/run_platform.py
@@ -50,6 +51,10 @@ bench-web: deps $(RASA_MODEL) $(CHAT_PAGE)
 
 bench-safety: $(VENV)/.installed
 	$(PY) scripts/bench_safety.py $(BENCH_ARGS)
+
+# The second reader's weights are committed; retrain after changing rules or case sets.
+train-clinical: $(VENV)/.installed
+	$(PY) scripts/train_clinical_classifier.py
 
 eval-safety: $(VENV)/.installed
 	$(PY) scripts/eval_safety.py --record $(EVAL_ARGS)

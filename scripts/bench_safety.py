@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     figures["p95_ratio_to_baseline"] = round(figures["p95_ms"] / figures["baseline_p95_ms"], 1)
     figures["goal_p95_ms"] = 2.0
     figures["meets_goal"] = figures["p95_ms"] <= 2.0
-    figures["rules_version"] = safety.engine.ruleset.version_tag
+    figures["rules_version"] = safety.engine.version_tag
     if not args.no_doc:
         write_section(
             DOC,

@@ -1,7 +1,7 @@
 """`make eval-safety`: the clinical engine on the triage and crisis case sets.
 
 Reads ../shared/eval (triage_dev, crisis_dev), the project's own cases in tests/cases/ and the
-blind cases in tests/cases/blind/ (written without seeing the rules, never tuned on), and
+blind cases in tests/cases/blind*/ (written by people who never saw the rules), and
 prints, per language and overall: emergency recall, crisis recall, crisis false-positive rate on
 hard negatives, triage accuracy, under- and over-triage. `--misses` lists every case the engine got
 wrong with its explanation; `--record` writes the figures into docs/EVALUATION.md. The last line is
@@ -117,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Clinical engine on the case sets")
     parser.add_argument(
         "--sets",
-        default="dev,own,blind,blind2",
-        help="dev (../shared/eval), own (tests/cases), or a folder under tests/cases: blind and "
-        "blind2 were written by people who never saw the rules (see tests/cases/README.md)",
+        default="dev,own,blind,blind2,blind3",
+        help="dev (../shared/eval), own (tests/cases), or a folder under tests/cases (blind, "
+        "blind2, blind3: see tests/cases/README.md for which are still held out)",
     )
     parser.add_argument("--misses", action="store_true", help="list every miss with its reasons")
     parser.add_argument("--record", action="store_true", help="write docs/EVALUATION.md")
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     for group in [*sources, "all"] if len(sources) > 1 else sources:
         triage, crisis = load_sets(sources if group == "all" else [group])
         print(f"\n== {group}: {len(triage)} triage and {len(crisis)} crisis cases, rules "
-              f"{engine.ruleset.version_tag}")  # fmt: skip
+              f"{engine.version_tag}")  # fmt: skip
         figures, misses, confusion = score(engine, triage, crisis)
         by_source[group] = figures
         if group == "all" or len(sources) == 1:
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         dev_or_own = by_source[source].get("overall", {})
         headline[source] = {k: dev_or_own.get(k) for k in ("emergency_recall", "crisis_recall",
                             "crisis_fp_rate", "triage_accuracy", "under_triage_rate")}  # fmt: skip
-    headline.update({"sets": sources, "rules_version": engine.ruleset.version_tag,
+    headline.update({"sets": sources, "rules_version": engine.version_tag,
                      "seconds": round(time.perf_counter() - started, 1)})  # fmt: skip
     if args.record:
         write_section(
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             "\n".join(
                 [
                     f"Last run: `make eval-safety` ({time.strftime('%Y-%m-%d')}, rules "
-                    f"{engine.ruleset.version_tag}). dev = ../shared/eval development sets; "
+                    f"{engine.version_tag}). dev = ../shared/eval development sets; "
                     "own = the project's cases in tests/cases/, written separately from the "
                     "rules as a check against over-fitting.",
                     "",

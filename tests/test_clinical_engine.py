@@ -153,7 +153,7 @@ def test_every_decision_explains_itself(engine: ClinicalEngine) -> None:
     assert decision.rule_ids and decision.reasons and decision.red_flags
     explained = decision.explanation()
     assert explained["facts"]["temp_c"] == 38.5
-    assert explained["ruleset_version"] == engine.ruleset.version_tag
+    assert explained["ruleset_version"] == engine.version_tag
     negated = engine.assess("no fever, no stiff neck, just a mild headache", language="en")
     assert "fever" in negated.explanation()["findings"]["negated"]
     assert negated.disposition == "self_care"
@@ -191,3 +191,22 @@ def test_triage_on_the_case_sets_meets_the_goals(engine: ClinicalEngine) -> None
     assert two_down == []
     assert under <= 0.03
     assert accuracy >= 0.90
+
+
+def test_the_trained_second_reader_only_ever_raises_and_says_why(engine: ClinicalEngine) -> None:
+    assert engine.triage_model and engine.crisis_model, "run `make train-clinical`"
+    assert set(engine.triage_model.thresholds) == {"emergency"}
+    rules_only = ClinicalEngine(engine.ruleset, second_reader=False)
+    rows = _rows("triage*.jsonl") + _rows("crisis*.jsonl")
+    raised = 0
+    for row in rows:
+        text, language = str(row["text"]), str(row["language"])
+        both = engine.assess(text, language=language)
+        alone = rules_only.assess(text, language=language)
+        assert RANK[both.disposition] >= RANK[alone.disposition], row["id"]
+        assert both.crisis >= alone.crisis, row["id"]
+        extra = [r for r in both.rule_ids if r.startswith("ML-")]
+        raised += bool(extra)
+        if extra:
+            assert any("resembles" in r or "parece" in r for r in both.reasons), row["id"]
+    assert raised < len(rows) / 10  # a second reader, not the main one

@@ -10,10 +10,12 @@ disposition is the most urgent level any fired rule implies; nothing lowers it a
 from __future__ import annotations
 
 import bisect
+import hashlib
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bot.clinical.classifier import MODEL_DIR, NaiveBayes
 from bot.clinical.facts import Facts, read_facts
 from bot.clinical.ruleset import LEVELS, Finding, Rule, RuleSet, load_ruleset
 from bot.clinical.text import Tokens, tokenize
@@ -68,12 +70,36 @@ class Decision:
         }
 
 
+SECOND_READER_SOURCE = (
+    "Naive Bayes over the project's labelled cases (scripts/train_clinical_classifier.py); "
+    "raises only, at a cross-validated precision of at least 0.9"
+)
+MIN_WORDS_FOR_SECOND_READER = 4
+
+
 class ClinicalEngine:
-    def __init__(self, ruleset: RuleSet | None = None) -> None:
+    def __init__(self, ruleset: RuleSet | None = None, *, second_reader: bool = True) -> None:
         self.ruleset = ruleset or load_ruleset()
+        self.triage_model = NaiveBayes.load(MODEL_DIR / "triage.json") if second_reader else None
+        self.crisis_model = NaiveBayes.load(MODEL_DIR / "crisis.json") if second_reader else None
+        # What every decision records: the rule files' version and the second reader's weights.
+        self.version_tag = self.ruleset.version_tag
+        if self.triage_model or self.crisis_model:
+            digest = hashlib.sha256()
+            for name in ("triage.json", "crisis.json"):
+                path = MODEL_DIR / name
+                digest.update(path.read_bytes() if path.exists() else b"")
+            self.version_tag += f"+nb.{digest.hexdigest()[:8]}"
         # Which findings a message could match, from the words their patterns start with.
         self._by_first_word: dict[str, set[str]] = {}
         self._always: set[str] = set()
+        # Which rules could fire, from the findings they need: a rule with `all` needs its first
+        # one; a rule with only `any` needs one of those.
+        self._rules_by_finding: dict[str, set[int]] = {}
+        for index, rule in enumerate(self.ruleset.rules):
+            needed = rule.when.get("all") or rule.when.get("any") or []
+            for finding_id in needed[:1] if rule.when.get("all") else needed:
+                self._rules_by_finding.setdefault(finding_id, set()).add(index)
         for finding in self.ruleset.findings.values():
             if finding.first_words is None:
                 self._always.add(finding.id)
@@ -116,8 +142,31 @@ class ClinicalEngine:
         if any(rs.findings[f].kind == "symptom" for f in present if f in rs.findings):
             present.add("any_symptom")
 
-        fired = tuple(r for r in rs.rules if _holds(r, present, facts, sex))
-        return _decide(fired, present, matches, facts, rs, language or "en")
+        possible: set[int] = set()
+        for finding_id in present:
+            possible |= self._rules_by_finding.get(finding_id, set())
+        fired = tuple(
+            rs.rules[i] for i in sorted(possible) if _holds(rs.rules[i], present, facts, sex)
+        )
+        fired += self._second_reader(tokens.tokens, fired)
+        return _decide(fired, present, matches, facts, rs, language or "en", self.version_tag)
+
+    def _second_reader(self, tokens: tuple[str, ...], fired: tuple[Rule, ...]) -> tuple[Rule, ...]:
+        """Raises the rules' decision when the trained model is confident they missed something:
+        to emergency, or to the crisis protocol. Never lowers anything."""
+        words = [t for t in tokens if t.isalpha()]
+        if len(words) < MIN_WORDS_FOR_SECOND_READER:
+            return ()
+        raised: list[Rule] = []
+        if self.triage_model and not any(_level_of(r) == "emergency" for r in fired):
+            guess = self.triage_model.predict(tokens, "emergency")
+            if guess.probability >= self.triage_model.thresholds.get("emergency", 1.01):
+                raised.append(_second_reader_rule("ML-EMERGENCY", "emergency", guess.evidence))
+        if self.crisis_model and not any(r.level == "crisis" for r in fired):
+            guess = self.crisis_model.predict(tokens, "crisis")
+            if guess.probability >= self.crisis_model.thresholds.get("crisis", 1.01):
+                raised.append(_second_reader_rule("ML-CRISIS", "crisis", guess.evidence))
+        return tuple(raised)
 
 
 class _Reading:
@@ -189,12 +238,15 @@ class _Reading:
         out: list[FindingMatch] = []
         if not self.tokens.tokens:
             return out
+        found = list(finding.pattern.finditer(self.joined))
+        if not found:
+            return out
         exceptions = (
             [m.span() for m in finding.exceptions.finditer(self.joined)]
             if finding.exceptions
             else []
         )
-        for m in finding.pattern.finditer(self.joined):
+        for m in found:
             if any(s < m.end() and m.start() < e for s, e in exceptions):
                 continue
             out.append(FindingMatch(finding.id, m.group().strip(), self._status(finding, m)))
@@ -235,6 +287,30 @@ class _Reading:
         ):
             return "historical"
         return "present"
+
+
+_SPANISH_LEVEL = {"emergency": "emergencia", "urgent": "atención urgente", "crisis": "crisis"}
+
+
+def _second_reader_rule(rule_id: str, level: str, evidence: tuple[str, ...]) -> Rule:
+    shown = ", ".join(f"'{e.replace('!', 'no ')}'" for e in evidence[:4])
+    return Rule(
+        id=rule_id,
+        level=level,
+        title="Resembles known cases (trained second reader)",
+        category="unspecified" if level == "crisis" else "classifier",
+        when={},
+        reason={
+            "en": f"Your description resembles {level} cases we know of ({shown}).",
+            "es": f"Su descripción se parece a casos de {_SPANISH_LEVEL[level]} que conocemos "
+            f"({shown}).",
+        },
+        source=SECOND_READER_SOURCE,
+        disposition="urgent" if level == "crisis" else None,
+        examples=(),
+        counter_examples=(),
+        source_file="model",
+    )
 
 
 def _holds(rule: Rule, present: set[str], facts: Facts, sex: str | None) -> bool:
@@ -289,6 +365,7 @@ def _decide(
     facts: Facts,
     rs: RuleSet,
     language: str,
+    version_tag: str,
 ) -> Decision:
     triage_rules = [r for r in fired if r.level != "crisis"]
     crisis_rules = [r for r in fired if r.level == "crisis"]
@@ -342,6 +419,6 @@ def _decide(
         red_flags=red_flags,
         findings=tuple(matches),
         facts=facts,
-        ruleset_version=rs.version_tag,
+        ruleset_version=version_tag,
         fired=fired,
     )

@@ -150,3 +150,21 @@ def _first_of_atom(tokens: list[str], i: int) -> tuple[set[str] | None, bool, in
                     return words, t == ")?", j + 1
         j += 1
     return None, False, j
+
+
+def key_words(pattern: str) -> set[str] | None:
+    """Like `first_words`, but prefers one word every match must contain anywhere (the longest
+    one outside any group), which is usually rarer than the first word ("chest" in "my chest")."""
+    tokens = _lex(pattern)
+    depth = 0
+    required: list[str] = []
+    for item in tokens:
+        if item == "(":
+            depth += 1
+        elif item.startswith(")"):
+            depth -= 1
+        elif depth == 0 and item not in ("..", "...", "#n", "|") and not item.endswith("?"):
+            required.append(item)
+    if required:
+        return {max(required, key=lambda w: len(w.rstrip("*")))}
+    return first_words(pattern)

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from bot.clinical.patterns import PatternError, compile_many, first_words
+from bot.clinical.patterns import PatternError, compile_many, key_words
 from bot.clinical.text import Speller
 
 RULES_DIR = Path(__file__).parent / "rules"
@@ -287,7 +287,7 @@ def _first_words(value: Any) -> frozenset[str] | None:
     words: set[str] = set()
     for patterns in (value or {}).values():
         for pattern in patterns:
-            first = first_words(pattern)
+            first = key_words(pattern)
             if first is None:
                 return None
             words |= first
