@@ -54,13 +54,18 @@ _engine_lock = threading.Lock()
 
 
 def get_engine() -> ClinicalEngine:
-    """The clinical engine, loaded on first use (the rule files are read once)."""
+    """The clinical engine, loaded on first use (the rule files are read once).
+
+    Rules only: the description assessed here is the patient's words joined with our own
+    templated sentences ("The pain is 4/10."), which the trained second reader has never seen and
+    reads badly. It already read each of the patient's messages as they came in, through the
+    safety layer, where an emergency it recognises is answered before Rasa sees the message."""
     global _engine
     with _engine_lock:
         if _engine is None:
             from bot.clinical.engine import ClinicalEngine
 
-            _engine = ClinicalEngine()
+            _engine = ClinicalEngine(second_reader=False)
         return _engine
 
 

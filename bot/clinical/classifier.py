@@ -29,11 +29,30 @@ _CLAUSE_END = frozenset(".,;:!?") | frozenset(
 )
 
 
+# "I don't know" answers a question; it says nothing about the patient.
+_NOT_KNOWING = (("do", "not", "know"), ("not", "sure"), ("no", "se"), ("ni", "idea"), ("unknown",))
+
+
+def _without_not_knowing(tokens: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        for phrase in _NOT_KNOWING:
+            if tuple(tokens[i : i + len(phrase)]) == phrase:
+                i += len(phrase)
+                out.append(",")
+                break
+        else:
+            out.append(tokens[i])
+            i += 1
+    return out
+
+
 def features(tokens: Sequence[str]) -> set[str]:
     """Unigrams and bigrams, words in a negation's reach marked with "!"."""
     marked: list[str] = []
     negated = False
-    for token in tokens:
+    for token in _without_not_knowing(tokens):
         if token in _CLAUSE_END:
             negated = False
             marked.append("|")

@@ -158,11 +158,17 @@ class ClinicalEngine:
         if len(words) < MIN_WORDS_FOR_SECOND_READER:
             return ()
         raised: list[Rule] = []
-        if self.triage_model and not any(_level_of(r) == "emergency" for r in fired):
+        # A crisis rule's own floor stands: abuse or ideation is not raised to a medical emergency.
+        crisis_fired = any(r.level == "crisis" for r in fired)
+        if (
+            self.triage_model
+            and not crisis_fired
+            and not any(_level_of(r) == "emergency" for r in fired)
+        ):
             guess = self.triage_model.predict(tokens, "emergency")
             if guess.probability >= self.triage_model.thresholds.get("emergency", 1.01):
                 raised.append(_second_reader_rule("ML-EMERGENCY", "emergency", guess.evidence))
-        if self.crisis_model and not any(r.level == "crisis" for r in fired):
+        if self.crisis_model and not crisis_fired:
             guess = self.crisis_model.predict(tokens, "crisis")
             if guess.probability >= self.crisis_model.thresholds.get("crisis", 1.01):
                 raised.append(_second_reader_rule("ML-CRISIS", "crisis", guess.evidence))
