@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     supported_languages: list[str] = Field(default_factory=lambda: ["en", "es"])
     default_language: str = "en"
     emergency_number: str = "911"
+    # Knowledge base: a Chroma server (e.g. http://chroma:8000) instead of the on-disk client
+    # under DATA_DIR/chroma, and a sentence-transformers model folder instead of the packaged
+    # all-MiniLM-L6-v2.
+    chroma_url: str | None = None
+    embedding_model_path: str | None = None
     # Said to patients in crisis; 988 is the US Suicide & Crisis Lifeline (call or text).
     crisis_line: str = "988"
     poison_control_number: str = "1-800-222-1222"
