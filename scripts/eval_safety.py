@@ -117,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Clinical engine on the case sets")
     parser.add_argument(
         "--sets",
-        default="dev,own,blind,blind2,blind3,blind4",
+        default="dev,own,blind,blind2,blind3,blind4,blind5",
         help="dev (../shared/eval), own (tests/cases), or a folder under tests/cases (blind to "
-        "blind4: see tests/cases/README.md for which are still held out)",
+        "blind5: see tests/cases/README.md for which are still held out)",
     )
     parser.add_argument("--misses", action="store_true", help="list every miss with its reasons")
     parser.add_argument("--record", action="store_true", help="write docs/EVALUATION.md")
