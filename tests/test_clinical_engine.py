@@ -157,6 +157,7 @@ def test_every_decision_explains_itself(engine: ClinicalEngine) -> None:
     negated = engine.assess("no fever, no stiff neck, just a mild headache", language="en")
     assert "fever" in negated.explanation()["findings"]["negated"]
     assert negated.disposition == "self_care"
+    assert negated.red_flags == ()  # self-care has no red flags, whatever its rule matched
 
 
 def test_no_emergency_or_crisis_in_the_case_sets_is_missed(engine: ClinicalEngine) -> None:

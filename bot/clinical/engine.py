@@ -406,7 +406,8 @@ def _decide(
             else "No encontramos señales de alarma en lo que describió."
         )
     flagged: list[str] = []
-    for rule in [*deciding, *crisis_rules]:
+    # Red flags push acuity above self-care: what a self-care rule matched is not one.
+    for rule in [r for r in [*deciding, *crisis_rules] if _level_of(r) != "self_care"]:
         when = rule.when
         for finding_id in [*when.get("all", []), *when.get("any", [])]:
             if finding_id in present and finding_id in rs.findings and finding_id not in flagged:
