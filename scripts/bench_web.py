@@ -37,10 +37,10 @@ import socketio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scripts.doc_section import write_section  # noqa: E402
 from tests.support import RasaStack, free_port, http_ok, wait_until  # noqa: E402
 
 BENCH_DOC = ROOT / "docs" / "BENCHMARKS.md"
-MARK_BEGIN, MARK_END = "<!-- bench-web:begin -->", "<!-- bench-web:end -->"
 PHRASES = [
     "hello",
     "what are your opening hours?",
@@ -220,7 +220,6 @@ def start_platform(workdir: Path, stack: RasaStack) -> tuple[subprocess.Popen[by
 def write_doc(result: dict[str, Any], command: str) -> None:
     section = "\n".join(
         [
-            MARK_BEGIN,
             f"Last run: {result['date']} on this machine ({os.cpu_count()} cores), `{command}`",
             "",
             "| path | sessions | messages | msgs/s | p50 ms | p95 ms | p99 ms | errors |",
@@ -238,17 +237,9 @@ def write_doc(result: dict[str, Any], command: str) -> None:
             f"p50 {result['overhead_p50_ms']} ms, **p95 {result['overhead_p95_ms']} ms**, "
             f"p99 {result['overhead_p99_ms']} ms. Difference of the two runs' p95: "
             f"{result['p95_difference_ms']} ms.",
-            MARK_END,
         ]
     )
-    text = BENCH_DOC.read_text() if BENCH_DOC.exists() else ""
-    if MARK_BEGIN in text:
-        head, _, rest = text.partition(MARK_BEGIN)
-        _, _, tail = rest.partition(MARK_END)
-        text = f"{head}{section}{tail}"
-    else:
-        text = f"{text}\n{section}\n"
-    BENCH_DOC.write_text(text)
+    write_section(BENCH_DOC, "bench-web", section)
 
 
 async def main() -> int:

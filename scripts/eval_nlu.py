@@ -16,8 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.doc_section import write_section  # noqa: E402
+
 DOC = ROOT / "docs" / "EVALUATION.md"
-MARK_BEGIN, MARK_END = "<!-- eval-nlu:begin -->", "<!-- eval-nlu:end -->"
 
 
 def main() -> int:
@@ -68,15 +71,12 @@ def main() -> int:
     if not args.no_doc:
         rows = "\n".join(f"| {name} | {f1} |" for name, f1 in sorted(intents.items()))
         section = (
-            f"{MARK_BEGIN}\nLast run: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}, `make eval-nlu`\n\n"
+            f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}, `make eval-nlu`\n\n"
             f"Intent accuracy **{result['accuracy']}**, macro F1 {result['macro_f1']}, "
             f"weighted F1 {result['weighted_f1']} ({result['examples']} examples, "
-            f"{args.folds} folds).\n\n| intent | F1 |\n|---|---|\n{rows}\n{MARK_END}"
+            f"{args.folds} folds).\n\n| intent | F1 |\n|---|---|\n{rows}"
         )
-        text = DOC.read_text()
-        head, _, rest = text.partition(MARK_BEGIN)
-        _, _, tail = rest.partition(MARK_END)
-        DOC.write_text(f"{head}{section}{tail}")
+        write_section(DOC, "eval-nlu", section)
     print(json.dumps({k: v for k, v in result.items() if k != "per_intent_f1"}))
     return 0
 
