@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from urllib.parse import urlparse
 
 from rank_bm25 import BM25Okapi
 
+from bot.clinical.text import fold
 from rag.chunking import Chunk, chunk_document
 from rag.documents import UnreadableDocument, find_documents, read_document
 
@@ -180,9 +180,7 @@ def _stem(word: str) -> str:
 
 
 def _words(text: str) -> list[str]:
-    folded = unicodedata.normalize("NFKD", text.lower())
-    folded = "".join(c for c in folded if not unicodedata.combining(c))
-    return [_stem(w) for w in re.findall(r"[a-z0-9]+", folded) if w not in _STOPWORDS]
+    return [_stem(w) for w in re.findall(r"[a-z0-9]+", fold(text)) if w not in _STOPWORDS]
 
 
 def open_client(data_dir: Path, chroma_url: str | None) -> Any:

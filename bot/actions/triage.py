@@ -19,13 +19,14 @@ import logging
 import os
 import re
 import threading
-import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
+
+from bot.clinical.text import fold as fold_accents
 
 if TYPE_CHECKING:
     from bot.clinical.engine import ClinicalEngine, Decision
@@ -74,9 +75,7 @@ def get_engine() -> ClinicalEngine:
 
 def fold(text: str) -> str:
     """Lower case, no accents, single spaces: for matching answers in English and Spanish."""
-    decomposed = unicodedata.normalize("NFKD", text or "")
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(plain.lower().replace("\u2019", "'").split())
+    return " ".join(fold_accents(text or "").replace("\u2019", "'").split())
 
 
 _UNKNOWN_RE = re.compile(
