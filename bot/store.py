@@ -5,6 +5,7 @@ Each method is one short transaction, so no database connection is held while Ra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,7 +180,7 @@ class ConversationStore:
         dialogue_ms: float | None = None,
         triage: dict[str, Any] | None = None,
         safety_protocol: Any = KEEP,
-        audits: list[tuple[str, dict[str, Any]]] = (),  # type: ignore[assignment]
+        audits: Sequence[tuple[str, dict[str, Any]]] = (),
     ) -> list[StoredMessage]:
         """Store the replies to one inbound message, its decisions' audit records and the
         conversation's new state, and close the message's processing, atomically."""

@@ -132,14 +132,13 @@ def build_router(
                 text, supported=supported_languages, fallback=default_language
             )
         decision = engine.assess(text, language=language, age_years=parsed.age, sex=parsed.sex)
-        safety_level = decision.safety_level if decision.safety_level != "none" else "none"
         await store.audit(
             actor="api",
             action="triage.assessed",
             detail={
                 "disposition": decision.disposition,
                 "rule_ids": list(decision.rule_ids),
-                "safety_level": safety_level,
+                "safety_level": decision.safety_level,
                 "safety_rule_ids": list(decision.safety_rule_ids),
                 "ruleset_version": decision.ruleset_version,
             },
@@ -154,7 +153,10 @@ def build_router(
                     for f in decision.red_flags
                 ],
                 "rule_ids": list(decision.rule_ids),
-                "safety": {"level": safety_level, "rule_ids": list(decision.safety_rule_ids)},
+                "safety": {
+                    "level": decision.safety_level,
+                    "rule_ids": list(decision.safety_rule_ids),
+                },
                 "language": language,
                 "ruleset_version": decision.ruleset_version,
             }
