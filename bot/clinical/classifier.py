@@ -67,6 +67,13 @@ def features(tokens: Sequence[str]) -> set[str]:
     return grams
 
 
+def _softmax(scores: Sequence[float]) -> list[float]:
+    top = max(scores)
+    exps = [math.exp(s - top) for s in scores]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
 @dataclass(frozen=True)
 class Prediction:
     label: str
@@ -132,18 +139,13 @@ class NaiveBayes:
 
     def probabilities(self, tokens: Sequence[str]) -> dict[str, float]:
         scores, _ = self.scores(tokens)
-        top = max(scores)
-        exps = [math.exp(s - top) for s in scores]
-        norm = sum(exps)
-        return {label: e / norm for label, e in zip(self.labels, exps, strict=True)}
+        return dict(zip(self.labels, _softmax(scores), strict=True))
 
     def predict(self, tokens: Sequence[str], label: str) -> Prediction:
         """How likely `label` is, and the words that argue for it most."""
         scores, present = self.scores(tokens)
-        top = max(scores)
-        exps = [math.exp(s - top) for s in scores]
         k = self.labels.index(label)
-        probability = exps[k] / sum(exps)
+        probability = _softmax(scores)[k]
         others = [j for j in range(len(self.labels)) if j != k]
 
         def weight(feature: str) -> float:

@@ -101,9 +101,9 @@ class ClinicalEngine:
             for finding_id in needed[:1] if rule.when.get("all") else needed:
                 self._rules_by_finding.setdefault(finding_id, set()).add(index)
         for finding in self.ruleset.findings.values():
-            if finding.first_words is None:
+            if finding.key_words is None:
                 self._always.add(finding.id)
-            for word in finding.first_words or ():
+            for word in finding.key_words or ():
                 self._by_first_word.setdefault(word, set()).add(finding.id)
 
     def _candidates(self, reading: _Reading) -> set[str]:
@@ -145,8 +145,9 @@ class ClinicalEngine:
         possible: set[int] = set()
         for finding_id in present:
             possible |= self._rules_by_finding.get(finding_id, set())
+        checks = _fact_checks(facts)
         fired = tuple(
-            rs.rules[i] for i in sorted(possible) if _holds(rs.rules[i], present, facts, sex)
+            rs.rules[i] for i in sorted(possible) if _holds(rs.rules[i], present, checks, sex)
         )
         fired += self._second_reader(tokens.tokens, fired)
         return _decide(fired, present, matches, facts, rs, language or "en", self.version_tag)
@@ -165,13 +166,9 @@ class ClinicalEngine:
             and not crisis_fired
             and not any(_level_of(r) == "emergency" for r in fired)
         ):
-            guess = self.triage_model.predict(tokens, "emergency")
-            if guess.probability >= self.triage_model.thresholds.get("emergency", 1.01):
-                raised.append(_second_reader_rule("ML-EMERGENCY", "emergency", guess.evidence))
+            raised += _raise(self.triage_model, tokens, "emergency", "ML-EMERGENCY")
         if self.crisis_model and not crisis_fired:
-            guess = self.crisis_model.predict(tokens, "crisis")
-            if guess.probability >= self.crisis_model.thresholds.get("crisis", 1.01):
-                raised.append(_second_reader_rule("ML-CRISIS", "crisis", guess.evidence))
+            raised += _raise(self.crisis_model, tokens, "crisis", "ML-CRISIS")
         return tuple(raised)
 
 
@@ -298,6 +295,13 @@ class _Reading:
 _SPANISH_LEVEL = {"emergency": "emergencia", "urgent": "atención urgente", "crisis": "crisis"}
 
 
+def _raise(model: NaiveBayes, tokens: tuple[str, ...], level: str, rule_id: str) -> list[Rule]:
+    """The raise, if the model is confident enough; its evidence is worked out only then."""
+    if model.probabilities(tokens)[level] < model.thresholds.get(level, 1.01):
+        return []
+    return [_second_reader_rule(rule_id, level, model.predict(tokens, level).evidence)]
+
+
 def _second_reader_rule(rule_id: str, level: str, evidence: tuple[str, ...]) -> Rule:
     shown = ", ".join(f"'{e.replace('!', 'no ')}'" for e in evidence[:4])
     return Rule(
@@ -319,7 +323,31 @@ def _second_reader_rule(rule_id: str, level: str, evidence: tuple[str, ...]) -> 
     )
 
 
-def _holds(rule: Rule, present: set[str], facts: Facts, sex: str | None) -> bool:
+def _fact_checks(facts: Facts) -> dict[str, tuple[float | None, bool]]:
+    """Each fact condition's value for this message, and whether it means "at least"."""
+    age_days = facts.age_years * 365.25 if facts.age_years is not None else None
+    days = facts.duration_minutes / 1440 if facts.duration_minutes is not None else None
+    return {
+        "age_under_days": (age_days, False),
+        "age_under_years": (facts.age_years, False),
+        "age_at_least_years": (facts.age_years, True),
+        "temp_c_at_least": (facts.temp_c, True),
+        "temp_c_under": (facts.temp_c, False),
+        "duration_at_least_minutes": (facts.duration_minutes, True),
+        "duration_at_least_days": (days, True),
+        "duration_under_days": (days, False),
+        "severity_at_least": (facts.severity, True),
+        "bp_systolic_at_least": (facts.bp_systolic, True),
+        "bp_diastolic_at_least": (facts.bp_diastolic, True),
+    }
+
+
+def _holds(
+    rule: Rule,
+    present: set[str],
+    checks: dict[str, tuple[float | None, bool]],
+    sex: str | None,
+) -> bool:
     when = rule.when
     if not all(f in present for f in when.get("all", [])):
         return False
@@ -327,29 +355,7 @@ def _holds(rule: Rule, present: set[str], facts: Facts, sex: str | None) -> bool
         return False
     if any(f in present for f in when.get("none", [])):
         return False
-    age_days = facts.age_years * 365.25 if facts.age_years is not None else None
-    checks: list[tuple[str, float | None, bool]] = [
-        ("age_under_days", age_days, False),
-        ("age_under_years", facts.age_years, False),
-        ("age_at_least_years", facts.age_years, True),
-        ("temp_c_at_least", facts.temp_c, True),
-        ("temp_c_under", facts.temp_c, False),
-        ("duration_at_least_minutes", facts.duration_minutes, True),
-        (
-            "duration_at_least_days",
-            facts.duration_minutes / 1440 if facts.duration_minutes is not None else None,
-            True,
-        ),
-        (
-            "duration_under_days",
-            facts.duration_minutes / 1440 if facts.duration_minutes is not None else None,
-            False,
-        ),
-        ("severity_at_least", facts.severity, True),
-        ("bp_systolic_at_least", facts.bp_systolic, True),
-        ("bp_diastolic_at_least", facts.bp_diastolic, True),
-    ]
-    for key, value, at_least in checks:
+    for key, (value, at_least) in checks.items():
         if key not in when:
             continue
         if value is None:

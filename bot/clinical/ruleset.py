@@ -63,8 +63,8 @@ class Finding:
     timing: str
     kind: str
     source_file: str
-    # Words (a trailing "*" marks a prefix) one of which every match starts with; None: any.
-    first_words: frozenset[str] | None = None
+    # Words (a trailing "*" marks a prefix) one of which every match contains; None: any.
+    key_words: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -279,11 +279,11 @@ def _finding(entry: Any, file: str, words: set[str]) -> Finding:
         timing=timing,
         kind=kind,
         source_file=file,
-        first_words=_first_words(entry.get("patterns")),
+        key_words=_key_words(entry.get("patterns")),
     )
 
 
-def _first_words(value: Any) -> frozenset[str] | None:
+def _key_words(value: Any) -> frozenset[str] | None:
     words: set[str] = set()
     for patterns in (value or {}).values():
         for pattern in patterns:
