@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from bot.language import detect_language  # noqa: E402
 from bot.safety import RuleBasedSafety  # noqa: E402
 from bot.text import normalize_for_understanding  # noqa: E402
+from scripts.cases import read_cases  # noqa: E402
 from scripts.doc_section import write_section  # noqa: E402
 
 SOURCES = [ROOT.parent / "shared" / "eval", ROOT / "tests" / "cases"]
@@ -30,13 +31,11 @@ DOC = ROOT / "docs" / "BENCHMARKS.md"
 
 
 def corpus() -> list[tuple[str, str]]:
-    texts: list[tuple[str, str]] = []
-    for folder in SOURCES:
-        for path in sorted(folder.glob("*.jsonl")):
-            for line in path.read_text("utf-8").splitlines():
-                row = json.loads(line) if line.strip() else {}
-                if isinstance(row.get("text"), str) and row["text"].strip():
-                    texts.append((row["text"], row.get("language", "en")))
+    texts = [
+        (row["text"], row.get("language", "en"))
+        for row in read_cases(SOURCES)
+        if isinstance(row.get("text"), str) and row["text"].strip()
+    ]
     if not texts:
         safety = RuleBasedSafety()
         texts = [(e.text, e.language) for r in safety.engine.ruleset.rules for e in r.examples]

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from bot.clinical.engine import ClinicalEngine  # noqa: E402
 from bot.clinical.ruleset import LEVELS  # noqa: E402
+from scripts.cases import read_cases  # noqa: E402
 from scripts.doc_section import write_section  # noqa: E402
 
 SHARED_EVAL = ROOT.parent / "shared" / "eval"
@@ -31,21 +32,9 @@ OWN_CASES = ROOT / "tests" / "cases"
 RANK = {level: i for i, level in enumerate(LEVELS)}
 
 
-def _read(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def load_sets(sources: Iterable[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    triage: list[dict[str, Any]] = []
-    crisis: list[dict[str, Any]] = []
-    for source in sources:
-        folder = {"dev": SHARED_EVAL, "own": OWN_CASES}.get(source, OWN_CASES / source)
-        for path in sorted(folder.glob("triage*.jsonl")):
-            triage += [{**row, "set": path.stem} for row in _read(path)]
-        for path in sorted(folder.glob("crisis*.jsonl")):
-            crisis += [{**row, "set": path.stem} for row in _read(path)]
-    return triage, crisis
+    folders = [{"dev": SHARED_EVAL, "own": OWN_CASES}.get(s, OWN_CASES / s) for s in sources]
+    return read_cases(folders, "triage*.jsonl"), read_cases(folders, "crisis*.jsonl")
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:

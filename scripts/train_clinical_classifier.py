@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from bot.clinical.classifier import MODEL_DIR, NaiveBayes  # noqa: E402
 from bot.clinical.engine import ClinicalEngine  # noqa: E402
+from scripts.cases import read_cases  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "eval"
 CASES = ROOT / "tests" / "cases"
@@ -43,14 +44,6 @@ CRISIS_LABELS = ["no_crisis", "crisis"]
 TARGET_PRECISION = {"emergency": 0.9, "crisis": 0.95}
 
 
-def _rows(pattern: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for folder in TRAIN_FOLDERS:
-        for path in sorted(folder.glob(pattern)):
-            rows += [json.loads(x) for x in path.read_text("utf-8").splitlines() if x.strip()]
-    return rows
-
-
 def _nlu_texts() -> list[str]:
     data = yaml.safe_load((ROOT / "bot" / "data" / "nlu.yml").read_text("utf-8"))
     texts: list[str] = []
@@ -67,11 +60,11 @@ def _nlu_texts() -> list[str]:
 def datasets(engine: ClinicalEngine) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     triage: list[tuple[str, str]] = []
     crisis: list[tuple[str, str]] = []
-    for row in _rows("triage*.jsonl"):
+    for row in read_cases(TRAIN_FOLDERS, "triage*.jsonl"):
         triage.append((row["text"], row["disposition"]))
         if row["disposition"] != "emergency":
             crisis.append((row["text"], "no_crisis"))
-    for row in _rows("crisis*.jsonl"):
+    for row in read_cases(TRAIN_FOLDERS, "crisis*.jsonl"):
         crisis.append((row["text"], row["label"]))
     for rule in engine.ruleset.rules:
         for example in rule.examples:
@@ -83,7 +76,7 @@ def datasets(engine: ClinicalEngine) -> tuple[list[tuple[str, str]], list[tuple[
             crisis += [(e.text, "no_crisis") for e in rule.counter_examples]
     other = _nlu_texts()
     if (SHARED / "kb_questions_dev.jsonl").exists():
-        other += [r["text"] for r in _rows("kb_questions*.jsonl")]
+        other += [r["text"] for r in read_cases(TRAIN_FOLDERS, "kb_questions*.jsonl")]
     triage += [(text, "none") for text in other]
     crisis += [(text, "no_crisis") for text in other]
     return triage, crisis
