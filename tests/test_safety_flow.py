@@ -52,6 +52,16 @@ def _rows(database_url: str, query: Any) -> list[Any]:
     return rows
 
 
+def _audit_details(database_url: str, conversation_id: str, action: str) -> list[Any]:
+    """The details of one conversation's audit events of one kind, oldest first."""
+    query = (
+        select(AuditEvent.detail)
+        .where(AuditEvent.conversation_id == conversation_id, AuditEvent.action == action)
+        .order_by(AuditEvent.id)
+    )
+    return [row.detail for row in _rows(database_url, query)]
+
+
 async def test_an_emergency_gets_instructions_a_priority_case_and_an_audited_decision(
     live_settings: Settings, database_url: str
 ) -> None:
@@ -111,22 +121,14 @@ async def test_a_crisis_gets_988_and_the_c_ssrs_follow_up_instead_of_small_talk(
         select(Escalation.priority).where(Escalation.conversation_id == first["conversation_id"]),
     )
     assert [c.priority for c in cases] == ["immediate"]  # raised from high, not a second case
-    answers = _rows(
-        database_url,
-        select(AuditEvent.detail)
-        .where(
-            AuditEvent.conversation_id == first["conversation_id"],
-            AuditEvent.action == "safety.protocol_answer",
-        )
-        .order_by(AuditEvent.id),
-    )
-    assert [a.detail["answers"] for a in answers][-1] == {
+    answers = _audit_details(database_url, first["conversation_id"], "safety.protocol_answer")
+    assert answers[-1]["answers"] == {
         "1": "yes",
         "2": "yes",
         "3": "no",
         "4": "yes",
     }
-    assert answers[-1].detail["imminent"] and answers[-1].detail["finished"]
+    assert answers[-1]["imminent"] and answers[-1]["finished"]
 
 
 async def test_spanish_crisis_and_abuse_get_spanish_replies_with_the_hotline(
@@ -229,14 +231,8 @@ async def test_a_triage_in_the_dialogue_reaches_the_conversation_state_and_the_a
     assert triage["disposition"] in ("self_care", "routine", "urgent")
     assert triage["reasons"]
     assert any("{" not in r["text"] for r in turn["replies"])  # the payload is not shown as text
-    decided = _rows(
-        database_url,
-        select(AuditEvent.detail).where(
-            AuditEvent.conversation_id == turn["conversation_id"],
-            AuditEvent.action == "triage.decided",
-        ),
-    )
-    assert decided and decided[-1].detail["ruleset_version"]
+    decided = _audit_details(database_url, turn["conversation_id"], "triage.decided")
+    assert decided and decided[-1]["ruleset_version"]
     stored = _rows(
         database_url,
         select(Conversation.triage).where(Conversation.id == turn["conversation_id"]),
