@@ -68,7 +68,6 @@ class RateLimited(InvalidMessage):
 class OrchestratorConfig:
     supported_languages: list[str]
     default_language: str
-    emergency_number: str
     max_message_chars: int
     rate_limit_per_sender: str
     resources: Resources = field(default_factory=Resources)
@@ -245,9 +244,8 @@ class Orchestrator:
                 "dialogue unavailable, message kept for follow-up",
                 extra={"conversation_id": conversation.id, "reason": str(exc)},
             )
-            text = phrase(
-                "assistant_unavailable", language, emergency_number=self._config.emergency_number
-            )
+            number = self._config.resources.emergency_number
+            text = phrase("assistant_unavailable", language, emergency_number=number)
             turn.replies = [(text, ())]
             turn.status, turn.follow_up = "failed", True
             return

@@ -115,7 +115,6 @@ def create_app(settings: Settings | None = None) -> Any:
         config=OrchestratorConfig(
             supported_languages=settings.supported_languages,
             default_language=settings.default_language,
-            emergency_number=settings.emergency_number,
             max_message_chars=settings.max_message_chars,
             rate_limit_per_sender=settings.rate_limit_per_sender,
             resources=Resources(
