@@ -8,7 +8,11 @@ COPY webapp/frontend/ ./
 RUN npm run build
 
 FROM python:3.11-slim-bookworm
-ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+# llama-cpp-python compiles llama.cpp: a compiler and cmake, and a portable build (the default
+# targets the building machine's CPU). For GPU offload build with -DGGML_CUDA=on on a CUDA base.
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 CMAKE_ARGS="-DGGML_NATIVE=OFF"
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml requirements/platform.lock ./
 COPY requirements/ requirements/
@@ -21,6 +25,7 @@ COPY models/ models/
 COPY training/ training/
 COPY webapp/*.py webapp/
 COPY webapp/routes/ webapp/routes/
+COPY kb/ kb/
 COPY alembic.ini README.md ./
 RUN pip install -c requirements/platform.lock .
 COPY --from=chat-page /src/webapp/static/ webapp/static/

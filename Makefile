@@ -11,12 +11,12 @@ RASA_MODEL := var/rasa/models/clinic.tar.gz
 FRONTEND := webapp/frontend
 CHAT_PAGE := webapp/static/index.html
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := chromium docker-compose
+APT_PACKAGES := chromium docker-compose build-essential cmake
 # Python 3.10 for Rasa 3.6 (it supports 3.8-3.10 only): pyenv's, else one on PATH.
 PYTHON310 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.10 2>/dev/null | head -1 | sed 's|$$|/bin/python3.10|') || command -v python3.10)
 PYTHON311 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.11 2>/dev/null | head -1 | sed 's|$$|/bin/python3.11|') || command -v python3.11)
 
-.PHONY: help run test lint lint-rules typecheck pytest bench-web bench-safety eval-nlu eval-safety train-clinical deps system-packages frontend train-rasa clean
+.PHONY: help run test lint lint-rules typecheck pytest bench-web bench-safety bench-rag eval-nlu eval-safety eval-rag kb-index frontend-test train-clinical deps system-packages frontend train-rasa clean
 
 help:
 	@echo "make run    install everything, train what needs training, start the platform"
@@ -26,12 +26,15 @@ help:
 	@echo "make eval-safety safety and triage figures on the case sets (see docs/EVALUATION.md)"
 	@echo "make bench-safety   time the safety layer adds per message (see docs/BENCHMARKS.md)"
 	@echo "make lint-rules  check the clinical rule files (bot/clinical/rules/)"
+	@echo "make eval-rag    knowledge-base retrieval and answer-or-decline figures (docs/EVALUATION.md)"
+	@echo "make bench-rag   knowledge-base ingestion and retrieval speed (docs/BENCHMARKS.md)"
+	@echo "make kb-index    ingest kb/ into the app's knowledge index (make run does this)"
 	@echo "make train-clinical   retrain the clinical second reader (bot/clinical/model/)"
 
-run: deps $(RASA_MODEL) $(CHAT_PAGE)
+run: deps $(RASA_MODEL) $(CHAT_PAGE) kb-index
 	@PORT=$(PORT) $(PY) scripts/run_platform.py
 
-test: deps $(RASA_MODEL) $(CHAT_PAGE) lint lint-rules typecheck pytest
+test: deps $(RASA_MODEL) $(CHAT_PAGE) lint lint-rules typecheck frontend-test pytest
 
 pytest: deps $(RASA_MODEL) $(CHAT_PAGE)
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
@@ -48,6 +51,20 @@ typecheck: $(VENV)/.installed
 
 bench-web: deps $(RASA_MODEL) $(CHAT_PAGE)
 	$(PY) scripts/bench_web.py $(BENCH_ARGS)
+
+# The starter knowledge base (kb/) into the app's index; unchanged files are skipped.
+kb-index: $(VENV)/.installed
+	@echo ">> knowledge base: ingesting kb/ (unchanged files are skipped)"
+	$(PY) -m rag ingest kb
+
+eval-rag: $(VENV)/.installed
+	$(PY) scripts/eval_rag.py --record $(EVAL_ARGS)
+
+bench-rag: $(VENV)/.installed
+	$(PY) scripts/bench_rag.py --record $(BENCH_ARGS)
+
+frontend-test: $(FRONTEND)/node_modules/.installed
+	cd $(FRONTEND) && npx vitest run
 
 bench-safety: $(VENV)/.installed
 	$(PY) scripts/bench_safety.py $(BENCH_ARGS)
@@ -69,13 +86,13 @@ system-packages:
 	if ! command -v node >/dev/null || ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=19)?0:1)'; then missing="$$missing nodejs npm"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo ">> installing system packages:$$missing"; \
-	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing \
+	  $(SUDO) apt-get -o DPkg::Lock::Timeout=600 update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600 install -y -q $$missing \
 	  || { echo "!! could not install$$missing: install them with your package manager and retry"; exit 1; }; \
 	fi
 
 $(VENV)/.installed: pyproject.toml requirements/platform.lock
 	@test -n "$(PYTHON311)" || { echo "!! Python 3.11 not found: install it (e.g. 'pyenv install 3.11') and retry"; exit 1; }
-	@echo ">> platform environment (Python 3.11) in $(VENV)"
+	@echo ">> platform environment (Python 3.11) in $(VENV): the first time, llama-cpp-python compiles llama.cpp (10-20 minutes on 2 cores)"
 	@test -x $(PY) || $(PYTHON311) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install --progress-bar on -c requirements/platform.lock -e '.[dev]'

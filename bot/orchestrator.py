@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from limits import parse
 from limits.aio.storage import Storage
@@ -39,6 +39,7 @@ from bot.safety_replies import (
 )
 from bot.store import KEEP, ConversationInfo, ConversationStore
 from bot.text import clean_for_storage, is_blank, normalize_for_understanding
+from rag.answer import KnowledgeAnswer, decline_text
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ FollowUpHook = Callable[[str, str], Awaitable[None]]
 # (escalation id, priority): tells staff about a new or more urgent case.
 EscalationHook = Callable[[str, str], Awaitable[None]]
 # A button payload may force an intent, never set entities or slots.
+_STAFF_BUTTON = {"en": "Talk to a staff member", "es": "Hablar con el personal"}
 _INTENT_PAYLOAD = re.compile(r"^/[a-z_]{1,64}$")
 
 
@@ -62,6 +64,27 @@ class RateLimited(InvalidMessage):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__("rate_limited", message)
         self.retry_after_s = retry_after_s
+
+
+class StreamSink(Protocol):
+    """Where a channel that can show an answer as it is written (the web chat) gets the pieces.
+    `reset` takes back what was shown when the answer is replaced (a provider failed halfway)."""
+
+    async def piece(self, text: str) -> None: ...
+
+    async def reset(self) -> None: ...
+
+
+class KnowledgeAnswers(Protocol):
+    async def answer(
+        self,
+        question: str,
+        *,
+        language: str,
+        channel: str,
+        on_piece: Callable[[str], Awaitable[None]] | None = None,
+        on_reset: Callable[[], Awaitable[None]] | None = None,
+    ) -> KnowledgeAnswer: ...
 
 
 @dataclass(frozen=True)
@@ -98,8 +121,10 @@ class Orchestrator:
         rate_limit_storage: Storage,
         on_follow_up: FollowUpHook | None = None,
         on_escalation: EscalationHook | None = None,
+        knowledge: KnowledgeAnswers | None = None,
     ) -> None:
         self._config = config
+        self._knowledge = knowledge
         self._store = store
         self._safety = safety
         self._dialogue = dialogue
@@ -110,7 +135,7 @@ class Orchestrator:
         self._on_follow_up = on_follow_up
         self._on_escalation = on_escalation
 
-    async def handle(self, inbound: Inbound) -> TurnResult:
+    async def handle(self, inbound: Inbound, *, stream: StreamSink | None = None) -> TurnResult:
         known = await self._store.find_conversation(
             channel=inbound.channel, address=inbound.sender_address
         )
@@ -146,7 +171,7 @@ class Orchestrator:
                 # Crisis words while the follow-up runs answer its question; the case is kept
                 # at least at high priority, and the screener decides whether it is imminent.
                 turn.escalations.append(("high", "crisis", safety.rule_ids, None))
-            await self._respond(turn, conversation, inbound, understood, language)
+            await self._respond(turn, conversation, inbound, understood, language, stream)
         dialogue_ms = (time.perf_counter() - dialogue_started) * 1000
         rendered = [
             render(
@@ -222,6 +247,7 @@ class Orchestrator:
         inbound: Inbound,
         understood: str,
         language: str,
+        stream: StreamSink | None,
     ) -> None:
         if conversation.mode == "staff":
             turn.status = "relayed"
@@ -249,10 +275,47 @@ class Orchestrator:
             turn.replies = [(text, ())]
             turn.status, turn.follow_up = "failed", True
             return
-        turn.replies = [(r.text, r.buttons) for r in replies if r.text]
+        turn.replies = []
         for reply in replies:
+            if reply.text:
+                turn.replies.append((reply.text, reply.buttons))
             if reply.custom and isinstance(reply.custom.get("triage"), dict):
                 self._triage_decided(turn, reply.custom["triage"])
+            if reply.custom and isinstance(reply.custom.get("knowledge_question"), dict):
+                # The answer takes the place of the action's hand-over, in the dialogue's order.
+                await self._answer_question(turn, understood, language, inbound, stream)
+
+    async def _answer_question(
+        self,
+        turn: _Turn,
+        question: str,
+        language: str,
+        inbound: Inbound,
+        stream: StreamSink | None,
+    ) -> None:
+        """The dialogue asked for a knowledge-base answer (action_answer_question)."""
+        staff = (Button(_STAFF_BUTTON.get(language, _STAFF_BUTTON["en"]), "/request_human"),)
+        if self._knowledge is None:
+            turn.replies.append((decline_text("weak_retrieval", language), staff))
+            return
+        try:
+            answer = await self._knowledge.answer(
+                question,
+                language=language,
+                channel=inbound.channel.value,
+                on_piece=stream.piece if stream else None,
+                on_reset=stream.reset if stream else None,
+            )
+        except Exception as exc:
+            # Still loading, or the index is unreadable: say so and offer a person.
+            log.warning("knowledge-base answer failed", extra={"error": type(exc).__name__})
+            if stream:
+                await stream.reset()
+            turn.replies.append((decline_text("weak_retrieval", language), staff))
+            turn.audits.append(("kb.failed", {"error": type(exc).__name__}))
+            return
+        turn.replies.append((answer.text, staff if answer.offer_staff else ()))
+        turn.audits.append(("kb.answered", answer.audit()))
 
     def _protocol_turn(
         self, turn: _Turn, protocol: dict[str, Any], understood: str, language: str

@@ -90,7 +90,7 @@ class RasaClient:
             raise DialogueUnavailable(type(exc).__name__) from exc
         parsed = (parse_reply(e) for e in events if isinstance(e, dict))
         replies = [r for r in parsed if r is not None]
-        if not any(r.text for r in replies):
+        if not any(r.text or r.custom for r in replies):
             # Rasa answers [] when a custom action failed (e.g. the action server is down);
             # to the patient that is the same as no assistant at all.
             raise DialogueUnavailable("empty reply")

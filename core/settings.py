@@ -50,6 +50,29 @@ class Settings(BaseSettings):
     poison_control_number: str = "1-800-222-1222"
     domestic_violence_line: str = "1-800-799-7233"
 
+    # Knowledge-base answers (rag/) and the LLM router (models/). Providers are tried in this
+    # order, each only when configured (a model file, an API key); the extractive answerer,
+    # which needs no model, always answers last.
+    kb_upload_max_bytes: int = 20 * 1024 * 1024
+    # Load the embedding model (and a local LLM) at start-up instead of on the first question.
+    kb_preload: bool = True
+    admin_token: SecretStr | None = None
+    llm_providers: list[str] = Field(default_factory=lambda: ["llamacpp", "openai", "anthropic"])
+    llm_timeout_s: float = 20.0
+    llm_attempts: int = 2
+    llm_cooldown_s: float = 60.0
+    # Cloud providers that may receive patient data unredacted (e.g. under a signed BAA).
+    llm_phi_allowed_providers: list[str] = Field(default_factory=list)
+    llama_model_path: str | None = None
+    llama_lora_path: str | None = None
+    llama_n_gpu_layers: int | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_base_url: str | None = None
+    anthropic_api_key: SecretStr | None = None
+    anthropic_model: str = "claude-haiku-4-5"
+    anthropic_base_url: str | None = None
+
     max_message_chars: int = 4000
     max_request_bytes: int = 64 * 1024
     rate_limit_per_sender: str = "30/minute"

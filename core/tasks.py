@@ -4,13 +4,16 @@ production: Redis (`REDIS_URL`)."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 from celery import Celery
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, insert, select, update
 
 from core.db import make_sync_engine
-from core.orm import AuditEvent, Conversation
+from core.orm import AuditEvent, Conversation, KbIngestJob
 from core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -18,6 +21,7 @@ log = logging.getLogger(__name__)
 
 FLAG_FOR_FOLLOW_UP = "follow_up.flag_conversation"
 NOTIFY_STAFF = "escalation.notify_staff"
+INGEST_UPLOAD = "kb.ingest_upload"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -82,3 +86,51 @@ def notify_staff_of_escalation(escalation_id: str, priority: str) -> None:
             )
         )
     log.info("staff notified of escalation", extra={"escalation_id": escalation_id})
+
+
+@lru_cache(maxsize=1)
+def _knowledge_index() -> Any:
+    """One index (and one copy of the embedding model) per worker process."""
+    from rag.index import SentenceTransformerEmbedder, open_index
+
+    settings = get_settings()
+    embedder = SentenceTransformerEmbedder(settings.embedding_model_path)
+    return open_index(settings.data_dir, settings.chroma_url, embedder)
+
+
+@celery_app.task(name=INGEST_UPLOAD)  # type: ignore[untyped-decorator]
+def ingest_uploaded_document(job_id: str) -> None:
+    """Ingest a document uploaded through the admin API and record what it did.
+
+    Re-running a job is harmless: ingestion is idempotent by content hash."""
+    with _engine().begin() as connection:
+        job = connection.execute(select(KbIngestJob).where(KbIngestJob.id == job_id)).first()
+        if job is None:
+            log.warning("ingestion job not found", extra={"job_id": job_id})
+            return
+        connection.execute(
+            update(KbIngestJob).where(KbIngestJob.id == job_id).values(status="running")
+        )
+    status, report, error = "done", {}, None
+    try:
+        result = _knowledge_index().ingest(Path(job.stored_path), language=job.language)
+        report = dict(vars(result))
+        if result.failed:
+            status, error = "failed", "the file could not be read (damaged, or not that type)"
+    except Exception as exc:
+        log.exception("ingestion failed", extra={"job_id": job_id})
+        status, error = "failed", f"{type(exc).__name__}: {exc}"[:500]
+    with _engine().begin() as connection:
+        connection.execute(
+            update(KbIngestJob)
+            .where(KbIngestJob.id == job_id)
+            .values(status=status, report=report, error=error, finished_at=datetime.now(UTC))
+        )
+        connection.execute(
+            insert(AuditEvent).values(
+                actor="worker",
+                action="kb.ingested" if status == "done" else "kb.ingest_failed",
+                detail={"job_id": job_id, "report": report},
+            )
+        )
+    log.info("knowledge-base upload ingested", extra={"job_id": job_id, "status": status})

@@ -16,6 +16,9 @@ from pypdf import PdfReader
 SUPPORTED = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html",
              ".pdf": "pdf", ".txt": "text"}  # fmt: skip
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
+# Notes for editors (such as the template banner of the starter FAQ): invisible when Markdown is
+# rendered, so never part of what a patient is told.
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
@@ -60,7 +63,11 @@ def find_documents(path: Path) -> list[Path]:
     )  # fmt: skip
 
 
-def read_document(path: Path, *, source: str | None = None) -> Document:
+def read_document(
+    path: Path, *, source: str | None = None, language: str | None = None
+) -> Document:
+    """`language` is used when the document does not name its own (front matter); without
+    either, the language is detected from the text."""
     raw = path.read_bytes()
     kind = SUPPORTED.get(path.suffix.lower())
     if kind is None:
@@ -85,7 +92,7 @@ def read_document(path: Path, *, source: str | None = None) -> Document:
                 loaded = yaml.safe_load(match.group(1))
                 meta = loaded if isinstance(loaded, dict) else {}
                 text = text[match.end() :]
-            sections = _markdown_sections(text)
+            sections = _markdown_sections(_HTML_COMMENT.sub("", text))
             title = str(meta.get("title") or "")
         elif kind == "html":
             sections, title = _html_sections(text)
@@ -103,13 +110,20 @@ def read_document(path: Path, *, source: str | None = None) -> Document:
     return Document(
         source=source or str(path),
         title=title.strip(),
-        language=str(meta.get("language") or "en"),
+        language=str(meta.get("language") or language or _detect_language(sections)),
         audience=str(meta.get("audience") or "patients"),
         kind=str(meta.get("kind") or kind),
         sections=sections,
         content_hash=hashlib.sha256(raw).hexdigest(),
         citations=citations,
     )
+
+
+def _detect_language(sections: tuple[Section, ...]) -> str:
+    from bot.language import detect_language
+
+    sample = " ".join(s.text for s in sections)[:2000]
+    return detect_language(sample, supported=["en", "es"], fallback="en")
 
 
 def _markdown_sections(text: str) -> tuple[Section, ...]:

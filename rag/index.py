@@ -7,22 +7,30 @@ its old chunks replaced, and a file gone from an ingested folder has its chunks 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
+import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from rank_bm25 import BM25Okapi
+import bm25s
+import numpy as np
 
 from bot.clinical.text import fold
 from rag.chunking import Chunk, chunk_document
 from rag.documents import UnreadableDocument, find_documents, read_document
 
 COLLECTION = "clinic_kb"
+# One record whose text changes with every ingest that changes anything: a process that sees a
+# new generation rebuilds its word index, so an ingest by the Celery worker reaches the web app.
+STATE_COLLECTION = "clinic_kb_state"
+GENERATION_ID = "generation"
 RRF_K = 60  # the usual reciprocal-rank-fusion constant: ranks matter, raw scores do not
 
 
@@ -58,10 +66,18 @@ class Hit:
     score: float
     text: str
     metadata: dict[str, Any]
+    # Cosine similarity of the chunk to the query (0 when only the word index found it), the
+    # one score comparable across queries: the answerer uses it to tell weak retrieval.
+    similarity: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "title": self.title, "chunk_id": self.chunk_id,
-                "score": round(self.score, 6), "text": self.text}  # fmt: skip
+        return {
+            "source": self.source,
+            "title": self.title,
+            "chunk_id": self.chunk_id,
+            "score": round(self.score, 6),
+            "text": self.text,
+        }
 
 
 @dataclass
@@ -183,6 +199,20 @@ def _words(text: str) -> list[str]:
     return [_stem(w) for w in re.findall(r"[a-z0-9]+", fold(text)) if w not in _STOPWORDS]
 
 
+def open_index(data_dir: Path, chroma_url: str | None, embedder: Embedder) -> KnowledgeIndex:
+    """The index as the app's settings describe it, able to see other processes' ingests."""
+
+    def reopen() -> Any:
+        if not chroma_url:
+            from chromadb.api.shared_system_client import SharedSystemClient
+
+            # Chroma shares one in-memory system per path in a process; drop it to reload.
+            SharedSystemClient.clear_system_cache()
+        return open_client(data_dir, chroma_url)
+
+    return KnowledgeIndex(open_client(data_dir, chroma_url), embedder, reopen=reopen)
+
+
 def open_client(data_dir: Path, chroma_url: str | None) -> Any:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
@@ -202,18 +232,32 @@ def open_client(data_dir: Path, chroma_url: str | None) -> Any:
 
 
 class KnowledgeIndex:
-    def __init__(self, client: Any, embedder: Embedder) -> None:
+    def __init__(
+        self, client: Any, embedder: Embedder, *, reopen: Callable[[], Any] | None = None
+    ) -> None:
+        """`reopen` gives a fresh client: an on-disk Chroma keeps its vector index in memory, so
+        when another process (the Celery worker) changed the collection, this one reopens it."""
+        self._reopen = reopen
+        self._embedder = embedder
+        self._words: _WordIndex | None = None
+        self._lock = threading.Lock()
+        self._open(client)
+        self._seen_generation = self._generation()
+
+    def _open(self, client: Any) -> None:
         self._collection = client.get_or_create_collection(
             COLLECTION, embedding_function=None, metadata={"hnsw:space": "cosine"}
         )
-        self._embedder = embedder
-        self._bm25: tuple[BM25Okapi, list[str], list[str], list[dict[str, Any]]] | None = None
-        self._lock = threading.Lock()
+        self._state = client.get_or_create_collection(STATE_COLLECTION, embedding_function=None)
 
     # --- ingestion ------------------------------------------------------------------------
 
     def ingest(
-        self, path: Path, *, progress: Callable[[Iterable[Path]], Iterable[Path]] = iter
+        self,
+        path: Path,
+        *,
+        progress: Callable[[Iterable[Path]], Iterable[Path]] = iter,
+        language: str | None = None,
     ) -> IngestReport:
         report = IngestReport()
         files = find_documents(path)
@@ -222,7 +266,7 @@ class KnowledgeIndex:
             source = _source_name(file)
             seen.add(source)
             try:
-                document = read_document(file, source=source)
+                document = read_document(file, source=source, language=language)
             except UnreadableDocument:
                 report.failed += 1
                 continue
@@ -242,8 +286,33 @@ class KnowledgeIndex:
                 self._add(chunks, document.metadata(), document.citations)
         if path.is_dir():
             report.removed = self._remove_missing(_source_name(path), seen)
-        self._bm25 = None
+        if report.added or report.updated or report.removed:
+            self._new_generation()
         return report
+
+    def _generation(self) -> str:
+        got = self._state.get(ids=[GENERATION_ID], include=["metadatas"])
+        metadatas = got.get("metadatas") or []
+        return str(metadatas[0].get("generation", "")) if metadatas else ""
+
+    def _new_generation(self) -> None:
+        generation = uuid.uuid4().hex
+        # A one-number vector: the record is only there for its metadata.
+        self._state.upsert(
+            ids=[GENERATION_ID], embeddings=[[1.0]], metadatas=[{"generation": generation}]
+        )
+        self._seen_generation = generation
+
+    def _refresh(self) -> None:
+        """Catch up with an ingest by another process: reopen the vectors, rebuild the words."""
+        generation = self._generation()
+        if generation == self._seen_generation:
+            return
+        with self._lock:
+            if generation != self._seen_generation:
+                if self._reopen is not None:
+                    self._open(self._reopen())
+                self._seen_generation = generation
 
     def _add(
         self, chunks: list[Chunk], metadata: dict[str, Any], citations: Sequence[dict[str, str]]
@@ -273,6 +342,25 @@ class KnowledgeIndex:
             self._collection.delete(where={"source": source})
         return len(stale_sources)
 
+    def add_precomputed(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        vectors: Sequence[Sequence[float]],
+        metadatas: Sequence[dict[str, Any]],
+    ) -> None:
+        """Chunks whose vectors were computed elsewhere (a bulk load, `make bench-rag`'s
+        synthetic corpus); the metadata needs at least source, title and language."""
+        for start in range(0, len(ids), 4096):
+            end = start + 4096
+            self._collection.add(
+                ids=list(ids[start:end]),
+                documents=list(texts[start:end]),
+                embeddings=[list(v) for v in vectors[start:end]],
+                metadatas=list(metadatas[start:end]),
+            )
+        self._new_generation()
+
     def count(self) -> int:
         return int(self._collection.count())
 
@@ -287,15 +375,17 @@ class KnowledgeIndex:
         source: str | None = None,
         audience: str | None = None,
     ) -> list[Hit]:
-        if self.count() == 0 or not query.strip():
+        self._refresh()
+        count = self.count()
+        if count == 0 or not query.strip():
             return []
         filters = {"language": language, "source": source, "audience": audience}
         wanted = {key: value for key, value in filters.items() if value}
         pool = max(k * 4, 20)
-        vector_ids = self._vector_ranks(query, pool, wanted)
+        similarity = self._vector_ranks(query, min(pool, count), wanted)
         word_ids = self._word_ranks(query, pool, wanted)
         fused: dict[str, float] = {}
-        for ranking in (vector_ids, word_ids):
+        for ranking in (list(similarity), word_ids):
             for rank, chunk_id in enumerate(ranking):
                 fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
         best = sorted(fused, key=fused.__getitem__, reverse=True)[:k]
@@ -314,12 +404,37 @@ class KnowledgeIndex:
                 score=fused[i],
                 text=by_id[i][0],
                 metadata=dict(by_id[i][1]),
+                similarity=similarity.get(i, 0.0),
             )
             for i in best
             if i in by_id
         ]
 
-    def _vector_ranks(self, query: str, pool: int, wanted: dict[str, str]) -> list[str]:
+    def coverage(self, query: str, hits: Sequence[Hit]) -> float:
+        """How much of what the question is about the passages mention: the share of the
+        question's words found in them, each word weighted by how rare it is in the knowledge
+        base (a word the knowledge base never uses weighs most). The embedding model reads
+        English best; this is the signal that also works in Spanish."""
+        words = self._word_index()
+        asked = set(_words(query))
+        if not asked:
+            return 0.0
+        found = {
+            w for h in hits for w in _words(f"{h.title} {h.metadata.get('headings', '')} {h.text}")
+        }
+        total = len(words.ids) or 1
+
+        def weight(word: str) -> float:
+            return math.log((total + 1) / (words.document_frequency.get(word, 0) + 0.5))
+
+        return sum(weight(w) for w in asked & found) / sum(weight(w) for w in asked)
+
+    def vector_search(self, query: str, *, k: int = 5) -> list[str]:
+        """A plain Chroma nearest-neighbour query, the baseline `make bench-rag` compares with."""
+        return list(self._vector_ranks(query, min(k, self.count()), {}))
+
+    def _vector_ranks(self, query: str, pool: int, wanted: dict[str, str]) -> dict[str, float]:
+        """Chunk id -> cosine similarity, nearest first."""
         where: Any = None
         if len(wanted) == 1:
             where = wanted
@@ -327,35 +442,68 @@ class KnowledgeIndex:
             where = {"$and": [{key: value} for key, value in wanted.items()]}
         result = self._collection.query(
             query_embeddings=self._embedder.embed([query]),
-            n_results=min(pool, self.count()),
+            n_results=pool,
             where=where,
-            include=[],
+            include=["distances"],
         )
-        return list(result["ids"][0]) if result["ids"] else []
+        if not result["ids"]:
+            return {}
+        distances = (result.get("distances") or [[]])[0]
+        return {i: 1.0 - float(d) for i, d in zip(result["ids"][0], distances, strict=True)}
 
     def _word_ranks(self, query: str, pool: int, wanted: dict[str, str]) -> list[str]:
+        words = self._word_index()
+        terms = [t for t in _words(query) if t in words.vocabulary]
+        if not terms:
+            return []
+        scores = words.bm25.get_scores(terms)
+        for key, value in wanted.items():
+            scores = np.where(words.fields[key] == value, scores, 0.0)
+        top = np.argpartition(-scores, min(pool, len(scores) - 1))[:pool]
+        top = top[np.argsort(-scores[top])]
+        return [str(words.ids[i]) for i in top if scores[i] > 0]
+
+    def _word_index(self) -> _WordIndex:
+        generation = self._generation()
         with self._lock:
-            if self._bm25 is None:
-                everything = self._collection.get(include=["documents", "metadatas"])
-                texts = [
-                    f"{m.get('title', '')} {m.get('headings', '')} {d}"
-                    for d, m in zip(everything["documents"], everything["metadatas"], strict=True)
-                ]
-                self._bm25 = (
-                    BM25Okapi([_words(t) or ["_"] for t in texts]),
-                    list(everything["ids"]),
-                    texts,
-                    list(everything["metadatas"]),
-                )
-            bm25, ids, _, metadatas = self._bm25
-        scores = bm25.get_scores(_words(query))
-        order = sorted(range(len(ids)), key=lambda i: scores[i], reverse=True)
-        return [
-            ids[i]
-            for i in order
-            if scores[i] > 0
-            and all(metadatas[i].get(key) == value for key, value in wanted.items())
-        ][:pool]
+            if self._words is None or self._words.generation != generation:
+                self._words = _WordIndex.build(self._collection, generation)
+            return self._words
+
+
+@dataclass(frozen=True)
+class _WordIndex:
+    """BM25 over every chunk (title, headings and text), with the filterable fields as arrays."""
+
+    generation: str
+    bm25: Any
+    ids: np.ndarray[Any, Any]
+    fields: dict[str, np.ndarray[Any, Any]]
+    vocabulary: frozenset[str]
+    document_frequency: dict[str, int]
+
+    @classmethod
+    def build(cls, collection: Any, generation: str) -> _WordIndex:
+        everything = collection.get(include=["documents", "metadatas"])
+        metadatas = list(everything["metadatas"] or [])
+        corpus = [
+            _words(f"{m.get('title', '')} {m.get('headings', '')} {d}") or ["_"]
+            for d, m in zip(everything["documents"], metadatas, strict=True)
+        ]
+        bm25 = bm25s.BM25()
+        bm25.index(corpus, show_progress=False)
+        frequency = Counter(w for doc in corpus for w in set(doc))
+        return cls(
+            generation=generation,
+            bm25=bm25,
+            ids=np.array(everything["ids"], dtype=object),
+            fields={
+                key: np.array([m.get(key) for m in metadatas], dtype=object)
+                for key in ("language", "source", "audience")
+            },
+            vocabulary=frozenset(frequency),
+            document_frequency=dict(frequency),
+        )
 
 
 def _source_name(path: Path) -> str:

@@ -127,6 +127,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "action_server_url": "http://127.0.0.1:9",
             "rate_limit_per_sender": "1000/minute",
             "celery_broker_url": f"sqla+sqlite:///{tmp_path / 'broker.db'}",
+            # Most tests never ask a question: the knowledge base loads on first use only.
+            "kb_preload": False,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

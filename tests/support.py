@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,15 @@ class RasaStack:
             ],
         )
         wait_until(lambda: rasa_model_loaded(self.rasa_url), timeout=240, what="Rasa server")
+        # The first messages after loading build the model's graphs (seconds on a busy machine,
+        # beyond the platform's 4 s budget): send some here so tests meet the warm server.
+        # The triage form's first turn (form, slot validation in the action server) costs most.
+        for text in ("hello", "I have had a headache since yesterday", "what are your hours"):
+            httpx.post(
+                f"{self.rasa_url}/webhooks/rest/webhook",
+                json={"sender": "warm-up", "message": text},
+                timeout=120,
+            )
 
     def stop(self, name: str) -> None:
         process = self._processes.pop(name, None)
@@ -145,3 +156,27 @@ async def running_app(settings: Settings) -> AsyncIterator[tuple[str, Any]]:
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.contextmanager
+def celery_worker(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process on the settings' database, broker and data folder."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),
+        "HF_HUB_OFFLINE": "1",
+        "DATABASE_URL": settings.database_url,
+        "CELERY_BROKER_URL": settings.celery_broker_url,
+        "DATA_DIR": str(settings.data_dir),
+    }
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "core.tasks", "worker", "--pool", "solo",
+             "--loglevel", "INFO"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            yield worker
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)

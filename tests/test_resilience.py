@@ -4,8 +4,6 @@ staff follow-up, and the conversation flows again once they return, without a re
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +18,7 @@ from core.orm import AuditEvent, Conversation, Message
 from core.settings import Settings
 from tests.conftest import API_TOKEN
 from tests.fakes.tcp_proxy import ThreadedProxy
-from tests.support import ROOT, RasaStack, running_app, wait_until
+from tests.support import RasaStack, celery_worker, running_app, wait_until
 
 pytestmark = pytest.mark.rasa
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -137,32 +135,7 @@ async def test_a_real_worker_puts_unanswered_conversations_on_the_staff_list(
 ) -> None:
     broker = f"sqla+sqlite:///{tmp_path / 'worker-broker.db'}"
     settings = make_settings(database_url=sqlite_url, celery_broker_url=broker)
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "DATABASE_URL": sqlite_url,
-        "CELERY_BROKER_URL": broker,
-        "DATA_DIR": str(tmp_path),
-    }
-    log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "core.tasks",
-            "worker",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "INFO",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    with celery_worker(settings, tmp_path / "worker.log"):
         async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
             response = await client.post(
                 "/api/v1/messages", headers=AUTH, json={"sender_id": "worker-test", "text": "hi"}
@@ -201,9 +174,6 @@ async def test_a_real_worker_puts_unanswered_conversations_on_the_staff_list(
 
         wait_until(staff_notified, timeout=60, what="the worker to notify staff of the emergency")
         engine.dispose()
-    finally:
-        worker.terminate()
-        worker.wait(20)
     assert "follow_up.flag_conversation" in (tmp_path / "worker.log").read_text()
     assert "escalation.notify_staff" in (tmp_path / "worker.log").read_text()
 

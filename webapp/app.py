@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,9 @@ from core import migrate
 from core.db import make_async_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
-from core.tasks import FLAG_FOR_FOLLOW_UP, NOTIFY_STAFF, make_celery
+from core.tasks import FLAG_FOR_FOLLOW_UP, INGEST_UPLOAD, NOTIFY_STAFF, make_celery
+from rag.service import KnowledgeService
+from webapp.routes.admin import build_router as admin_router
 from webapp.routes.health import build_router as health_router
 
 log = logging.getLogger(__name__)
@@ -97,12 +99,22 @@ def _escalation_queue(settings: Settings) -> EscalationHook:
     return queue
 
 
+def _ingest_queue(settings: Settings) -> Callable[[str], Awaitable[None]]:
+    producer = make_celery(settings)
+
+    async def queue(job_id: str) -> None:
+        await asyncio.to_thread(producer.send_task, INGEST_UPLOAD, args=[job_id])
+
+    return queue
+
+
 def create_app(settings: Settings | None = None) -> Any:
     settings = settings or get_settings()
     configure_logging()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_async_engine(settings.database_url)
-    store = ConversationStore(make_sessionmaker(engine))
+    sessions = make_sessionmaker(engine)
+    store = ConversationStore(sessions)
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
     rasa = RasaClient(
         base_url=settings.rasa_url,
@@ -111,6 +123,12 @@ def create_app(settings: Settings | None = None) -> Any:
         client=http,
     )
     safety = RuleBasedSafety()
+    redis = None
+    if settings.redis_url:
+        import redis.asyncio as aioredis
+
+        redis = aioredis.from_url(settings.redis_url)
+    knowledge = KnowledgeService(settings, redis=redis)
     orchestrator = Orchestrator(
         config=OrchestratorConfig(
             supported_languages=settings.supported_languages,
@@ -130,6 +148,7 @@ def create_app(settings: Settings | None = None) -> Any:
         rate_limit_storage=_rate_limit_storage(settings),
         on_follow_up=_follow_up_queue(settings),
         on_escalation=_escalation_queue(settings),
+        knowledge=knowledge,
     )
     web_chat = WebChat(
         orchestrator=orchestrator,
@@ -148,8 +167,13 @@ def create_app(settings: Settings | None = None) -> Any:
         # What start-up built lives as long as the process: keep it out of every later full
         # garbage collection, which otherwise rescans it and stalls requests for milliseconds.
         gc.freeze()
+        preload = asyncio.create_task(knowledge.preload()) if settings.kb_preload else None
         yield
+        if preload is not None:
+            preload.cancel()
         await http.aclose()
+        if redis is not None:
+            await redis.aclose()
         await engine.dispose()
 
     api = FastAPI(title="Clinic assistant", version="0.1.0", lifespan=lifespan)
@@ -186,6 +210,16 @@ def create_app(settings: Settings | None = None) -> Any:
             max_chars=settings.max_message_chars,
             supported_languages=settings.supported_languages,
             default_language=settings.default_language,
+        )
+    )
+
+    api.include_router(
+        admin_router(
+            sessions=sessions,
+            admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
+            upload_dir=settings.data_dir / "kb-uploads",
+            max_bytes=settings.kb_upload_max_bytes,
+            enqueue=_ingest_queue(settings),
         )
     )
 

@@ -117,7 +117,9 @@ class WebChat:
         )
         await self.sio.emit("typing", {"active": True}, room=room)
         try:
-            result = await self._orchestrator.handle(inbound)
+            result = await self._orchestrator.handle(
+                inbound, stream=_DraftStream(self.sio, room, client_id)
+            )
         except InvalidMessage as exc:
             if exc.code == "rate_limited":
                 await self.sio.emit(
@@ -145,6 +147,24 @@ class WebChat:
     ) -> None:
         for reply in replies:
             await self.sio.emit("message", reply.as_dict(), to=to, room=room)
+
+
+class _DraftStream:
+    """An answer as it is written, shown as a draft under the patient's message (`draft` events:
+    `{"reply_to": client_id, "delta": text}` or `{"reply_to": client_id, "reset": true}`). The
+    stored reply arrives as a normal `message` event afterwards and replaces the draft, so a
+    client that ignores drafts loses nothing."""
+
+    def __init__(self, sio: socketio.AsyncServer, room: str, client_id: str) -> None:
+        self._sio = sio
+        self._room = room
+        self._client_id = client_id
+
+    async def piece(self, text: str) -> None:
+        await self._sio.emit("draft", {"reply_to": self._client_id, "delta": text}, room=self._room)
+
+    async def reset(self) -> None:
+        await self._sio.emit("draft", {"reply_to": self._client_id, "reset": True}, room=self._room)
 
 
 def _refusal(code: str, message: str) -> dict[str, Any]:

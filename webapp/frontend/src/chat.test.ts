@@ -45,6 +45,7 @@ function setup(storage: KeyValueStorage = new MemoryStorage()) {
       }),
     retryDelaysMs: [1000],
     typingTimeoutMs: 5000,
+    draftTimeoutMs: 60000,
   });
   return {
     chat,
@@ -322,4 +323,131 @@ describe('ChatController', () => {
     expect(t.statuses).toEqual(['connecting', 'connected', 'reconnecting']);
     expect(t.notices).toEqual([strings('en').errRateLimited, 'Back soon']);
   });
+
+  describe('drafts', () => {
+    const drafts = (t: ReturnType<typeof setup>) =>
+      t.items().filter((i) => i.status === 'draft').map((i) => [i.replyTo, i.text]);
+    const reply = (id: string, seq: number, text = `reply ${id}`) => msg({ id, seq, text, sender: 'bot' });
+
+    it('accumulates pieces after the message being answered and is replaced by the reply', async () => {
+      const t = setup();
+      t.connect();
+      t.chat.submit('what is a fever?');
+      t.chat.handleDraft({ reply_to: 'cid-1', delta: 'A fever is ' });
+      t.chat.handleDraft({ reply_to: 'cid-1', delta: 'a high temperature [1].' });
+      expect(t.items().map((i) => [i.key, i.status])).toEqual([
+        ['c:cid-1', 'sending'],
+        ['d:cid-1', 'draft'],
+      ]);
+      expect(drafts(t)).toEqual([['cid-1', 'A fever is a high temperature [1].']]);
+
+      // The server sends the stored reply before the ack.
+      t.chat.handleMessage(reply('r1', 2, 'A fever is a high temperature [1].\n\nSources:\n[1] Fever'));
+      expect(drafts(t)).toEqual([]);
+      t.sent[0]!.resolve({ ok: true, message: stored('m1', 1, 'cid-1', 'what is a fever?') });
+      await flush();
+      expect(t.items().map((i) => [i.key, i.status, i.sender])).toEqual([
+        ['c:cid-1', 'sent', 'patient'],
+        ['m:r1', 'sent', 'bot'],
+      ]);
+      // Late pieces of an answered draft don't bring it back.
+      t.chat.handleDraft({ reply_to: 'cid-1', delta: ' late' });
+      expect(drafts(t)).toEqual([]);
+    });
+
+    it('reset throws the shown text away before another model writes the answer', () => {
+      const t = setup();
+      t.connect();
+      t.chat.submit('hours?');
+      t.chat.handleDraft({ reply_to: 'cid-1', delta: 'We are open 24' });
+      t.chat.handleDraft({ reply_to: 'cid-1', reset: true });
+      expect(drafts(t)).toEqual([]);
+      t.chat.handleDraft({ reply_to: 'cid-1', delta: 'The clinic opens at 8 [1].' });
+      expect(drafts(t)).toEqual([['cid-1', 'The clinic opens at 8 [1].']]);
+    });
+
+    it('shows a draft for a message sent from another tab at the end, then after that message', () => {
+      const t = setup();
+      t.connect([reply('r0', 1)]);
+      t.chat.handleDraft({ reply_to: 'other-tab', delta: 'Writing' });
+      expect(t.items().map((i) => i.key)).toEqual(['m:r0', 'd:other-tab']);
+      t.chat.handleMessage(stored('m2', 2, 'other-tab', 'question'));
+      expect(t.items().map((i) => i.key)).toEqual(['m:r0', 'c:other-tab', 'd:other-tab']);
+      t.chat.handleMessage(reply('r3', 3));
+      expect(t.items().map((i) => i.key)).toEqual(['m:r0', 'c:other-tab', 'm:r3']);
+    });
+
+    it('ignores invalid draft payloads', () => {
+      const t = setup();
+      t.connect();
+      t.chat.submit('hi');
+      const before = t.items();
+      for (const bad of [
+        undefined,
+        'A fever is',
+        { delta: 'no reply_to' },
+        { reply_to: 'cid-1', delta: 7 },
+        { reply_to: 'cid-1', delta: 'x'.repeat(4001) },
+        { reply_to: 'cid-1', delta: 'x', reset: true },
+        { reply_to: 'cid-1', reset: 'yes' },
+        { reply_to: { $ne: '' }, delta: 'x' },
+      ]) {
+        t.chat.handleDraft(bad);
+      }
+      expect(t.items()).toBe(before);
+      expect(drafts(t)).toEqual([]);
+    });
+
+    it('drops the draft when the message is refused', async () => {
+      const t = setup();
+      t.connect();
+      t.chat.submit('hello');
+      t.chat.handleDraft({ reply_to: 'cid-1', delta: 'Half an' });
+      t.sent[0]!.resolve({ ok: false, code: 'server_error', message: 'Something went wrong.' });
+      await flush();
+      expect(drafts(t)).toEqual([]);
+      expect(t.items()).toMatchObject([{ clientId: 'cid-1', status: 'sending' }]);
+
+      // A resend may be answered afresh.
+      await vi.advanceTimersByTimeAsync(1000);
+      t.chat.handleDraft({ reply_to: 'cid-1', delta: 'Fresh' });
+      expect(drafts(t)).toEqual([['cid-1', 'Fresh']]);
+      t.sent[1]!.resolve({ ok: false, code: 'invalid', message: 'Nope' });
+      await flush();
+      expect(drafts(t)).toEqual([]);
+      expect(t.items()).toMatchObject([{ clientId: 'cid-1', status: 'failed' }]);
+    });
+
+    it('drops a draft that gets no new piece for a minute', async () => {
+      const t = setup();
+      t.connect();
+      t.chat.submit('hello');
+      t.chat.handleDraft({ reply_to: 'cid-1', delta: 'one' });
+      await vi.advanceTimersByTimeAsync(59000);
+      t.chat.handleDraft({ reply_to: 'cid-1', delta: ' two' });
+      await vi.advanceTimersByTimeAsync(59000);
+      expect(drafts(t)).toEqual([['cid-1', 'one two']]);
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(drafts(t)).toEqual([]);
+      t.chat.handleDraft({ reply_to: 'cid-1', delta: ' three' });
+      expect(drafts(t)).toEqual([]);
+    });
+
+    it('drops drafts on disconnect and forgets them with a new conversation', () => {
+      const t = setup();
+      t.connect();
+      t.chat.handleDraft({ reply_to: 'x', delta: 'Writing' });
+      t.disconnect();
+      expect(drafts(t)).toEqual([]);
+      t.connect([], 'tok-1');
+      t.chat.handleDraft({ reply_to: 'x', delta: 'rest of it' });
+      expect(drafts(t)).toEqual([]);
+
+      t.disconnect();
+      t.connect([], 'tok-2');
+      t.chat.handleDraft({ reply_to: 'x', delta: 'A new conversation' });
+      expect(drafts(t)).toEqual([['x', 'A new conversation']]);
+    });
+  });
 });
+

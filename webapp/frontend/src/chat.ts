@@ -1,9 +1,11 @@
+import { DraftStore } from './drafts';
 import { errorText, type Strings } from './i18n';
 import { MessageStore } from './messageStore';
 import { PendingQueue, type PendingMessage } from './pendingQueue';
 import {
   isRetryable,
   parseAck,
+  parseDraft,
   parseHistory,
   parseMsg,
   parseNotice,
@@ -42,6 +44,8 @@ export interface ChatDeps {
   typingTimeoutMs?: number;
   /** How often a message refused with `server_error`/`unavailable` is retried before giving up. */
   maxServerErrorRetries?: number;
+  /** Drop a draft answer that got no new piece for this long. */
+  draftTimeoutMs?: number;
 }
 
 type SendOutcome = 'done' | 'retry' | 'stale';
@@ -52,6 +56,9 @@ type SendOutcome = 'done' | 'retry' | 'stale';
  */
 export class ChatController {
   private readonly store = new MessageStore();
+  /** Answers being written (`draft` events), shown until the stored reply arrives. */
+  private readonly drafts = new DraftStore();
+  private readonly draftTimers = new Map<string, ReturnType<typeof setTimeout>>();
   private readonly pending: PendingQueue;
   private failed: FailedMessage[] = [];
   /** Token of the conversation currently rendered. */
@@ -70,6 +77,7 @@ export class ChatController {
   private readonly retryDelaysMs: readonly number[];
   private readonly typingTimeoutMs: number;
   private readonly maxServerErrorRetries: number;
+  private readonly draftTimeoutMs: number;
   private readonly now: () => Date;
 
   constructor(private readonly deps: ChatDeps) {
@@ -77,6 +85,7 @@ export class ChatController {
     this.retryDelaysMs = deps.retryDelaysMs ?? [2000, 5000, 10000, 30000];
     this.typingTimeoutMs = deps.typingTimeoutMs ?? 60000;
     this.maxServerErrorRetries = deps.maxServerErrorRetries ?? 3;
+    this.draftTimeoutMs = deps.draftTimeoutMs ?? 60000;
     this.now = deps.now ?? (() => new Date());
   }
 
@@ -112,6 +121,9 @@ export class ChatController {
     this.ready = false;
     this.clearRetry();
     this.setTyping(false);
+    // Pieces sent while offline are lost, so a draft can't be continued: the stored reply
+    // comes with the next history (or as a message event) instead.
+    if (this.finishDrafts()) this.render(false);
     this.deps.view.setStatus('reconnecting');
   }
 
@@ -122,6 +134,7 @@ export class ChatController {
       // A different token is a different conversation: forget what is on screen.
       this.store.clear();
       this.failed = [];
+      this.clearDrafts();
       this.render(false);
     }
     this.sessionToken = session.token;
@@ -145,7 +158,21 @@ export class ChatController {
     const added = this.store.add(msg);
     const retired = msg.client_id !== null ? this.retire(msg.client_id) : false;
     if (msg.sender === 'bot' || msg.sender === 'staff') this.setTyping(false);
-    if (added || retired) this.render(msg.sender === 'patient');
+    // The stored reply replaces the draft. Replies don't say which message they answer, and a
+    // conversation is answered one message at a time, so any reply ends every draft.
+    const drafted = msg.sender !== 'patient' && this.finishDrafts();
+    if (added || retired || drafted) this.render(msg.sender === 'patient');
+  }
+
+  /** A piece of an answer being written, or `reset` (throw away what was shown so far). */
+  handleDraft(data: unknown): void {
+    const event = parseDraft(data);
+    if (!event) return;
+    const id = event.reply_to;
+    const changed = this.drafts.apply(event);
+    if (this.drafts.has(id)) this.armDraftTimer(id);
+    else this.clearDraftTimer(id);
+    if (changed) this.render(false);
   }
 
   handleTyping(data: unknown): void {
@@ -232,6 +259,8 @@ export class ChatController {
       return epoch === this.epoch ? 'retry' : 'stale';
     }
     const ack = parseAck(raw);
+    // Refused: whatever was drafted for it is not going to be the answer.
+    if (!ack.ok && this.removeDraft(entry.client_id)) this.render(false);
     if (ack.ok) {
       this.retryAttempt = 0;
       this.serverErrors.delete(entry.client_id);
@@ -289,6 +318,42 @@ export class ChatController {
     this.failed = this.failed.filter((f) => !known.has(f.client_id));
   }
 
+  private armDraftTimer(replyTo: string): void {
+    this.clearDraftTimer(replyTo);
+    this.draftTimers.set(
+      replyTo,
+      setTimeout(() => {
+        this.draftTimers.delete(replyTo);
+        if (this.drafts.finish(replyTo)) this.render(false);
+      }, this.draftTimeoutMs),
+    );
+  }
+
+  private clearDraftTimer(replyTo: string): void {
+    const timer = this.draftTimers.get(replyTo);
+    if (timer !== undefined) clearTimeout(timer);
+    this.draftTimers.delete(replyTo);
+  }
+
+  /** Drop one draft (a later piece may start it again). Returns whether one was shown. */
+  private removeDraft(replyTo: string): boolean {
+    this.clearDraftTimer(replyTo);
+    return this.drafts.remove(replyTo);
+  }
+
+  /** Drop every draft and ignore late pieces of them. Returns whether any was shown. */
+  private finishDrafts(): boolean {
+    const ids = this.drafts.finishAll();
+    for (const id of ids) this.clearDraftTimer(id);
+    return ids.length > 0;
+  }
+
+  private clearDrafts(): void {
+    for (const timer of this.draftTimers.values()) clearTimeout(timer);
+    this.draftTimers.clear();
+    this.drafts.clear();
+  }
+
   private setTyping(active: boolean): void {
     if (this.typingTimer !== null) clearTimeout(this.typingTimer);
     this.typingTimer = null;
@@ -299,6 +364,9 @@ export class ChatController {
   }
 
   private render(scrollToEnd: boolean): void {
-    this.deps.view.renderItems(buildView(this.store.list(), this.pending.list(), this.failed), scrollToEnd);
+    this.deps.view.renderItems(
+      buildView(this.store.list(), this.pending.list(), this.failed, this.drafts.list()),
+      scrollToEnd,
+    );
   }
 }

@@ -132,6 +132,7 @@ socket.on('connect_error', () => {
 socket.on('session', (data: unknown) => chat.handleSession(data));
 socket.on('history', (data: unknown) => chat.handleHistory(data));
 socket.on('message', (data: unknown) => chat.handleMessage(data));
+socket.on('draft', (data: unknown) => chat.handleDraft(data));
 socket.on('typing', (data: unknown) => chat.handleTyping(data));
 socket.on('error_message', (data: unknown) => chat.handleErrorMessage(data));
 

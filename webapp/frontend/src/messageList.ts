@@ -1,10 +1,12 @@
 import type { Lang, Strings } from './i18n';
 import type { QuickReply, Sender } from './protocol';
-import { stripBidiControls } from './text';
+import { linkify, stripBidiControls } from './text';
 import type { ViewItem } from './view';
 
 // Renders ViewItems into the `role="log"` list. Message data only ever reaches the DOM
-// through textContent and attribute setters: no innerHTML, no links, no images.
+// through text nodes and attribute setters: no innerHTML, no images. The only links are
+// http(s) addresses in text from the clinic's side (bot, staff, system); patient text and
+// drafts are always plain text.
 
 const NEAR_END_PX = 80;
 
@@ -36,12 +38,17 @@ export function senderPrefix(s: Strings, sender: Sender): string {
   }
 }
 
+/** Opened in a new tab, without giving the target a handle on this page or the address of it. */
+const LINK_REL = 'noopener noreferrer nofollow';
+
 function buttonsSignature(buttons: readonly QuickReply[]): string {
   return JSON.stringify(buttons.map((b) => [b.title, b.payload]));
 }
 
 export class MessageList {
   private readonly nodes = new Map<string, HTMLElement>();
+  /** What each .message-text currently shows, so unchanged text is not rebuilt (or re-announced). */
+  private readonly shownText = new WeakMap<Element, string>();
   private readonly timeFormat: Intl.DateTimeFormat;
   private readonly dateTimeFormat: Intl.DateTimeFormat;
 
@@ -104,14 +111,22 @@ export class MessageList {
   }
 
   private update(node: HTMLElement, item: ViewItem): void {
+    const draft = item.status === 'draft';
     setAttr(node, 'data-id', item.id);
     setAttr(node, 'data-client-id', item.clientId);
-    setAttr(node, 'data-sender', item.sender);
+    setAttr(node, 'data-reply-to', item.replyTo);
+    // A draft is not a stored message: selectors for messages by sender don't match it.
+    setAttr(node, 'data-sender', draft ? null : item.sender);
     setAttr(node, 'data-status', item.status);
     setAttr(node, 'class', `message message--${item.sender} message--${item.status}`);
+    // The log announces additions; a draft grows piece by piece and is replaced by the stored
+    // reply (a new node, announced once), so it is kept out of the announcements.
+    setAttr(node, 'aria-live', draft ? 'off' : null);
+    setAttr(node, 'aria-busy', draft ? 'true' : null);
 
-    setText(node.querySelector('.message-prefix')!, senderPrefix(this.s, item.sender));
-    setText(node.querySelector('.message-text')!, stripBidiControls(item.text));
+    const prefix = draft ? this.s.assistantWriting : senderPrefix(this.s, item.sender);
+    setText(node.querySelector('.message-prefix')!, prefix);
+    this.updateText(node.querySelector('.message-text')!, item.text, item.sender !== 'patient' && !draft);
 
     const time = node.querySelector('.message-time')!;
     const date = new Date(item.createdAt);
@@ -126,6 +141,29 @@ export class MessageList {
 
     this.updateError(node, item.status === 'failed' ? item.error : null);
     this.updateButtons(node, item.buttons);
+  }
+
+  /** Plain text, or (for the clinic's side) text with its http(s) addresses as links. */
+  private updateText(textEl: Element, raw: string, withLinks: boolean): void {
+    const text = stripBidiControls(raw);
+    const shown = `${withLinks ? 'L' : 'T'}:${text}`;
+    if (this.shownText.get(textEl) === shown) return;
+    this.shownText.set(textEl, shown);
+    if (!withLinks) {
+      textEl.textContent = text;
+      return;
+    }
+    textEl.replaceChildren(
+      ...linkify(text).map((part) => {
+        if (part.kind === 'text') return document.createTextNode(part.text);
+        const a = el('a', 'message-link');
+        a.setAttribute('href', part.href);
+        a.setAttribute('target', '_blank');
+        a.setAttribute('rel', LINK_REL);
+        a.textContent = part.text;
+        return a;
+      }),
+    );
   }
 
   private updateError(node: HTMLElement, error: string | null): void {

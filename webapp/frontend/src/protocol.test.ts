@@ -1,5 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { isRetryable, parseAck, parseHistory, parseMsg, parseNotice, parseSession, parseTyping } from './protocol';
+import {
+  isRetryable,
+  MAX_DRAFT_DELTA,
+  parseAck,
+  parseDraft,
+  parseHistory,
+  parseMsg,
+  parseNotice,
+  parseSession,
+  parseTyping,
+} from './protocol';
 
 const raw = {
   id: 'm1',
@@ -66,5 +76,37 @@ describe('protocol parsers', () => {
     expect(isRetryable('invalid')).toBe(false);
     expect(isRetryable('empty')).toBe(false);
     expect(isRetryable('too_long')).toBe(false);
+  });
+
+  it('parses draft pieces and resets', () => {
+    expect(parseDraft({ reply_to: 'c1', delta: 'Fever is ' })).toEqual({ reply_to: 'c1', delta: 'Fever is ' });
+    expect(parseDraft({ reply_to: 'c1', reset: true })).toEqual({ reply_to: 'c1', reset: true });
+    // Unknown extra keys are ignored, like everywhere else in the protocol.
+    expect(parseDraft({ reply_to: 'c1', delta: 'x', seq: 3 })).toEqual({ reply_to: 'c1', delta: 'x' });
+    expect(parseDraft({ reply_to: 'c1', delta: 'x'.repeat(MAX_DRAFT_DELTA) })).not.toBeNull();
+  });
+
+  it('rejects malformed drafts', () => {
+    const bad: unknown[] = [
+      null,
+      'text',
+      ['c1', 'x'],
+      { delta: 'no reply_to' },
+      { reply_to: '', delta: 'x' },
+      { reply_to: 5, delta: 'x' },
+      { reply_to: 'c'.repeat(65), delta: 'x' },
+      { reply_to: 'c1' },
+      { reply_to: 'c1', delta: 42 },
+      { reply_to: 'c1', delta: null },
+      { reply_to: 'c1', delta: ['a'] },
+      { reply_to: 'c1', delta: { text: 'a' } },
+      { reply_to: 'c1', delta: 'x'.repeat(MAX_DRAFT_DELTA + 1) },
+      { reply_to: 'c1', reset: 'true' },
+      { reply_to: 'c1', reset: false },
+      { reply_to: 'c1', reset: 1 },
+      { reply_to: 'c1', delta: 'x', reset: true },
+      { reply_to: 'c1', delta: 'x', reset: false },
+    ];
+    for (const x of bad) expect(parseDraft(x), JSON.stringify(x)).toBeNull();
   });
 });

@@ -34,6 +34,17 @@ export type AckResult =
   | { ok: true; message: Msg }
   | { ok: false; code: string; message: string };
 
+/**
+ * A piece of an answer still being written (`draft` event), for the patient message whose
+ * client_id is `reply_to`: either text to append, or `reset` (drop what was shown so far).
+ */
+export type DraftEvent = { reply_to: string; delta: string } | { reply_to: string; reset: true };
+
+/** Longest `delta` accepted in one `draft` event; longer ones are ignored. */
+export const MAX_DRAFT_DELTA = 4000;
+/** Same limit the server puts on client ids. */
+export const MAX_CLIENT_ID = 64;
+
 export interface OutgoingMessage {
   client_id: string;
   text: string;
@@ -114,6 +125,20 @@ export function parseHistory(x: unknown): Msg[] {
 
 export function parseTyping(x: unknown): boolean {
   return isRecord(x) && x.active === true;
+}
+
+/**
+ * `{reply_to, delta}` or `{reply_to, reset: true}`; anything else (both, neither, a non-string
+ * or over-long delta, a missing or over-long reply_to) is null. Unknown extra keys are ignored.
+ */
+export function parseDraft(x: unknown): DraftEvent | null {
+  if (!isRecord(x)) return null;
+  const { reply_to, delta, reset } = x;
+  if (typeof reply_to !== 'string' || reply_to === '' || reply_to.length > MAX_CLIENT_ID) return null;
+  if (delta !== undefined && reset !== undefined) return null;
+  if (reset === true) return { reply_to, reset: true };
+  if (typeof delta === 'string' && delta.length <= MAX_DRAFT_DELTA) return { reply_to, delta };
+  return null;
 }
 
 export function parseNotice(x: unknown): ServerNotice {

@@ -49,4 +49,27 @@ describe('buildView', () => {
     expect(new Set(keys).size).toBe(keys.length);
     expect(keys).toEqual(['c:same', 'm:b', 'c:other']);
   });
+
+  it('places a draft right after the message it answers, or last when that is not shown', () => {
+    const items = buildView(
+      [msg({ id: 'm1', seq: 1, sender: 'patient', client_id: 'c0' })],
+      [pending('c1', '2025-01-01T10:05:00.000Z'), pending('c2', '2025-01-01T10:06:00.000Z')],
+      [],
+      [
+        { replyTo: 'elsewhere', text: 'from another tab' },
+        { replyTo: 'c1', text: 'Fever is' },
+        { replyTo: 'c0', text: 'Earlier' },
+      ],
+    );
+    expect(items.map((i) => [i.key, i.status, i.sender])).toEqual([
+      ['c:c0', 'sent', 'patient'],
+      ['d:c0', 'draft', 'bot'],
+      ['c:c1', 'sending', 'patient'],
+      ['d:c1', 'draft', 'bot'],
+      ['c:c2', 'sending', 'patient'],
+      ['d:elsewhere', 'draft', 'bot'],
+    ]);
+    expect(items[3]).toMatchObject({ id: null, clientId: null, replyTo: 'c1', text: 'Fever is', buttons: [] });
+  });
 });
+

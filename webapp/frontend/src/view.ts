@@ -1,3 +1,4 @@
+import type { Draft } from './drafts';
 import type { PendingMessage } from './pendingQueue';
 import type { Msg, QuickReply, Sender } from './protocol';
 
@@ -6,7 +7,7 @@ export interface FailedMessage extends PendingMessage {
   error: string;
 }
 
-export type ItemStatus = 'sent' | 'sending' | 'failed';
+export type ItemStatus = 'sent' | 'sending' | 'failed' | 'draft';
 
 /** One row of the rendered conversation. */
 export interface ViewItem {
@@ -14,6 +15,8 @@ export interface ViewItem {
   key: string;
   id: string | null;
   clientId: string | null;
+  /** For a draft: client_id of the patient message it answers; null otherwise. */
+  replyTo: string | null;
   sender: Sender;
   text: string;
   buttons: readonly QuickReply[];
@@ -25,12 +28,15 @@ export interface ViewItem {
 /**
  * Confirmed messages (by seq), then messages still being sent, then refused ones, in the
  * order they were typed. A pending/failed entry whose client_id already appears among the
- * confirmed messages is dropped: the stored message replaces it.
+ * confirmed messages is dropped: the stored message replaces it. Each draft (an answer
+ * being written) follows the patient message it answers, or comes last when that message
+ * is not on screen (yet).
  */
 export function buildView(
   confirmed: readonly Msg[],
   pending: readonly PendingMessage[],
   failed: readonly FailedMessage[] = [],
+  drafts: readonly Draft[] = [],
 ): ViewItem[] {
   const items: ViewItem[] = [];
   const keys = new Set<string>();
@@ -46,6 +52,7 @@ export function buildView(
       key,
       id: m.id,
       clientId: m.client_id,
+      replyTo: null,
       sender: m.sender,
       text: m.text,
       buttons: m.buttons,
@@ -70,6 +77,7 @@ export function buildView(
       key,
       id: null,
       clientId: p.client_id,
+      replyTo: null,
       sender: 'patient',
       text: p.text,
       buttons: [],
@@ -77,6 +85,27 @@ export function buildView(
       status,
       error,
     });
+  }
+
+  for (const d of drafts) {
+    const key = `d:${d.replyTo}`;
+    if (keys.has(key)) continue;
+    keys.add(key);
+    const item: ViewItem = {
+      key,
+      id: null,
+      clientId: null,
+      replyTo: d.replyTo,
+      sender: 'bot',
+      text: d.text,
+      buttons: [],
+      createdAt: '',
+      status: 'draft',
+      error: null,
+    };
+    const answered = items.findIndex((i) => i.sender === 'patient' && i.clientId === d.replyTo);
+    if (answered === -1) items.push(item);
+    else items.splice(answered + 1, 0, item);
   }
   return items;
 }

@@ -1,0 +1,157 @@
+"""OpenAI (or an OpenAI-compatible server) through the official SDK's Chat Completions API.
+
+One attempt per call: the SDK's own retries are off (`max_retries=0`) because the router owns
+retries, fallback and cooldown. Every failure leaves as a classified `ProviderError`.
+
+`Prompt.max_tokens` travels as `max_completion_tokens`: the API has deprecated `max_tokens` in its
+favour and reasoning models reject the old name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+
+import httpx2
+import openai
+from openai.types.chat import ChatCompletionMessageParam
+
+from models.base import ErrorKind, Prompt, ProviderError
+
+NAME = "openai"
+
+
+def _messages(prompt: Prompt) -> list[ChatCompletionMessageParam]:
+    return [
+        {"role": "system", "content": prompt.system},
+        {"role": "user", "content": prompt.user_content()},
+    ]
+
+
+class OpenAIProvider:
+    name = NAME
+    cloud = True
+
+    def __init__(self, *, api_key: str, model: str, base_url: str | None = None) -> None:
+        self.model = model
+        self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+        self._reported_model: str | None = None
+
+    @property
+    def version(self) -> str:
+        """The dated model id the server says answered (e.g. "gpt-4o-mini-2024-07-18"): an
+        alias like "gpt-4o-mini" moves over time, the audit needs what actually ran."""
+        return self._reported_model or self.model
+
+    async def stream(self, prompt: Prompt, *, timeout_s: float) -> AsyncIterator[str]:
+        # The SDK's `timeout` bounds each network read; the deadline bounds the whole attempt, so
+        # a server that trickles a token every few seconds still times out. The deadline wraps
+        # each await only, never a `yield`: a timeout scope open across a yield would cancel
+        # whatever the consumer happens to be doing.
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunks = await self._client.chat.completions.create(
+                    model=self.model,
+                    messages=_messages(prompt),
+                    max_completion_tokens=prompt.max_tokens,
+                    temperature=prompt.temperature,
+                    stream=True,
+                    timeout=timeout_s,
+                )
+            try:
+                while True:
+                    async with asyncio.timeout_at(deadline):
+                        try:
+                            chunk = await chunks.__anext__()
+                        except StopAsyncIteration:
+                            return
+                    if chunk.model:
+                        self._reported_model = chunk.model
+                    for choice in chunk.choices:
+                        if choice.delta.content:
+                            yield choice.delta.content
+            finally:
+                # Also when the consumer stops early: give the connection back.
+                await chunks.close()
+        except (openai.OpenAIError, httpx2.HTTPError, TimeoutError) as exc:
+            raise _classify(exc) from exc
+
+    async def complete(self, prompt: Prompt, timeout_s: float) -> str:
+        """The whole answer in one response, for callers that do not want streaming."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                response = await self._client.chat.completions.create(
+                    model=self.model,
+                    messages=_messages(prompt),
+                    max_completion_tokens=prompt.max_tokens,
+                    temperature=prompt.temperature,
+                    timeout=timeout_s,
+                )
+        except (openai.OpenAIError, httpx2.HTTPError, TimeoutError) as exc:
+            raise _classify(exc) from exc
+        if response.model:
+            self._reported_model = response.model
+        if not response.choices:
+            raise ProviderError(NAME, "server", "response without choices")
+        return response.choices[0].message.content or ""
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _classify(exc: BaseException) -> ProviderError:
+    # APITimeoutError subclasses APIConnectionError, so timeouts are checked first. Transport
+    # errors of httpx2 (the SDKs' HTTP client) can surface unwrapped while a stream is read.
+    if isinstance(exc, TimeoutError | openai.APITimeoutError | httpx2.TimeoutException):
+        return ProviderError(NAME, "timeout", str(exc) or "no answer in time")
+    if isinstance(exc, openai.APIStatusError):
+        return ProviderError(
+            NAME,
+            status_kind(exc.status_code),
+            f"HTTP {exc.status_code}: {exc.message}",
+            retry_after_s=retry_after_seconds(exc.response.headers),
+        )
+    if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
+        return ProviderError(NAME, "unavailable", str(exc))
+    # What is left: an error event inside a 200 stream, or a response the SDK could not read.
+    return ProviderError(NAME, "server", str(exc))
+
+
+def status_kind(status: int) -> ErrorKind:
+    """An HTTP error status as the router sees it. 408 and 409 are retryable, as both vendors'
+    SDKs treat them; any other 4xx means this request will fail the same way again."""
+    if status == 429:
+        return "rate_limited"
+    if status == 408:
+        return "timeout"
+    if status == 409 or status >= 500:
+        return "server"
+    return "bad_request"
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The server's wait hint: `retry-after-ms` (OpenAI's finer one) or `Retry-After` as
+    seconds or an HTTP date. None when absent or unreadable."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

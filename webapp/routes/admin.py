@@ -1,0 +1,169 @@
+"""The admin API: knowledge-base uploads for now (the console builds on it).
+
+An upload is stored under DATA_DIR/kb-uploads, recorded as a job, and ingested by the Celery
+worker; the response says where to watch the job. Only the admin token opens it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Header, UploadFile
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.orm import AuditEvent, KbIngestJob
+from rag.documents import SUPPORTED
+
+READ_CHUNK = 1024 * 1024
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse(
+        status_code=status, content={"error": {"code": code, "message": message}}, headers=headers
+    )
+
+
+def _job(job: KbIngestJob) -> dict[str, Any]:
+    def when(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "id": job.id,
+        "filename": job.filename,
+        "size_bytes": job.size_bytes,
+        "sha256": job.sha256,
+        "language": job.language,
+        "status": job.status,
+        "report": job.report,
+        "error": job.error,
+        "created_at": when(job.created_at),
+        "finished_at": when(job.finished_at),
+        "url": f"/admin/api/v1/kb/jobs/{job.id}",
+    }
+
+
+def safe_filename(name: str) -> str:
+    """The uploaded name without folders or odd characters, so it can never leave its folder."""
+    base = Path(name.replace("\\", "/")).name
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip(".-")
+    return cleaned[:120] or "document"
+
+
+def build_router(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    admin_token: str | None,
+    upload_dir: Path,
+    max_bytes: int,
+    enqueue: Callable[[str], Awaitable[None]],
+) -> APIRouter:
+    router = APIRouter(prefix="/admin/api/v1", tags=["admin"])
+
+    def refused(authorization: str | None) -> JSONResponse | None:
+        if not admin_token:
+            return _error(503, "admin_disabled", "Set ADMIN_TOKEN to use the admin API.")
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(
+            token.encode(), admin_token.encode()
+        ):
+            return _error(
+                401,
+                "unauthorized",
+                "Send 'Authorization: Bearer <ADMIN_TOKEN>'.",
+                **{"WWW-Authenticate": "Bearer"},
+            )
+        return None
+
+    @router.post("/kb/documents", status_code=202)
+    async def upload_document(
+        file: Annotated[UploadFile, File()],
+        language: Annotated[str | None, Form()] = None,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        if denied := refused(authorization):
+            return denied
+        filename = safe_filename(file.filename or "")
+        if Path(filename).suffix.lower() not in SUPPORTED:
+            kinds = ", ".join(sorted(SUPPORTED))
+            return _error(415, "unsupported_type", f"Upload one of these file types: {kinds}.")
+        if language is not None and language not in ("en", "es"):
+            return _error(422, "invalid_language", "language must be 'en' or 'es' (or left out).")
+        digest = hashlib.sha256()
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await file.read(READ_CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                return _error(413, "too_large", f"The file is over {max_bytes // 1024 // 1024} MB.")
+            digest.update(chunk)
+            chunks.append(chunk)
+        if size == 0:
+            return _error(422, "empty_file", "The file is empty.")
+        sha = digest.hexdigest()
+        folder = upload_dir / sha[:16]
+        folder.mkdir(parents=True, exist_ok=True)
+        stored = folder / filename
+        stored.write_bytes(b"".join(chunks))
+        async with sessions() as session, session.begin():
+            job = KbIngestJob(
+                filename=filename,
+                stored_path=str(stored),
+                size_bytes=size,
+                sha256=sha,
+                language=language,
+                status="queued",
+                report={},
+            )
+            session.add(job)
+            session.add(
+                AuditEvent(
+                    actor="admin",
+                    action="kb.upload_received",
+                    detail={"job_id": job.id, "filename": filename, "sha256": sha},
+                )
+            )
+        try:
+            await enqueue(job.id)
+        except Exception:
+            async with sessions() as session, session.begin():
+                stored_job = await session.get(KbIngestJob, job.id)
+                if stored_job is not None:
+                    stored_job.status, stored_job.error = "failed", "the task queue is unreachable"
+            return _error(
+                503,
+                "queue_unavailable",
+                "The document is saved but could not be queued; upload it again.",
+            )
+        return JSONResponse(status_code=202, content=_job(job))
+
+    @router.get("/kb/jobs/{job_id}")
+    async def job_status(
+        job_id: str, authorization: Annotated[str | None, Header()] = None
+    ) -> JSONResponse:
+        if denied := refused(authorization):
+            return denied
+        async with sessions() as session:
+            job = await session.get(KbIngestJob, job_id[:32])
+        if job is None:
+            return _error(404, "not_found", "No such ingestion job.")
+        return JSONResponse(content=_job(job))
+
+    @router.get("/kb/jobs")
+    async def recent_jobs(authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
+        if denied := refused(authorization):
+            return denied
+        async with sessions() as session:
+            rows = await session.scalars(
+                select(KbIngestJob).order_by(KbIngestJob.created_at.desc()).limit(50)
+            )
+            return JSONResponse(content={"jobs": [_job(j) for j in rows]})
+
+    return router
