@@ -120,12 +120,17 @@ def main() -> int:
     unanswerable = [d for d in decision_rows if not d[1]["answerable"]]
     answerable = [d for d in decision_rows if d[1]["answerable"]]
     dev_rows = [d for d in decision_rows if d[0] == "dev"]
+    dev_unanswerable = [d for d in unanswerable if d[0] == "dev"]
+    own_unanswerable = [d for d in unanswerable if d[0] == "own"]
     figures = {
         "recall_at_5": round(recall(ranks["all"]), 4),
         "mrr": round(mrr(ranks["all"]), 4),
         "recall_at_5_en": round(recall(ranks["en"]), 4),
         "recall_at_5_es": round(recall(ranks["es"]), 4),
-        "decline_accuracy": round(accuracy(unanswerable), 4),
+        # As the issue defines it: the must-decline rows of the shared development set.
+        "decline_accuracy": round(accuracy(dev_unanswerable), 4),
+        "decline_accuracy_own": round(accuracy(own_unanswerable), 4),
+        "decline_accuracy_all": round(accuracy(unanswerable), 4),
         "answer_rate": round(accuracy(answerable), 4),
         "answer_or_decline_accuracy_dev": round(accuracy(dev_rows), 4),
         "answer_or_decline_accuracy": round(accuracy(decision_rows), 4),

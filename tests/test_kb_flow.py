@@ -168,3 +168,24 @@ async def test_an_uploaded_document_is_ingested_by_the_worker_and_answers_questi
         reply = after.json()["replies"][0]["text"]
         assert "Bicycle racks" in reply and "Bicycle parking" in reply
         assert [a["job_id"] for a in _audits(sqlite_url, "kb.ingested")] == [job["id"]]
+
+
+async def test_the_web_chat_sees_the_answer_written_as_drafts_then_the_stored_reply(
+    kb_settings: Settings,
+) -> None:
+    from tests.test_web_channel import ChatClient
+
+    async with running_app(kb_settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        await _wait_for_knowledge(client)
+        tab = ChatClient()
+        drafts: list[dict[str, Any]] = []
+        tab.sio.on("draft", lambda d: drafts.append(d))
+        await tab.connect(url)
+        ack = await tab.say("what time do you open on saturdays?", client_id="question-1")
+        await asyncio.sleep(0.5)
+        await tab.sio.disconnect()
+    assert ack["ok"]
+    pieces = [d["delta"] for d in drafts if d["reply_to"] == "question-1" and "delta" in d]
+    reply = [m for m in tab.messages if m["sender"] == "bot"][-1]
+    assert pieces and "Sources:" in reply["text"]
+    assert reply["text"].startswith("".join(pieces).strip())  # the draft was the answer's body
