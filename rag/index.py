@@ -331,11 +331,11 @@ class KnowledgeIndex:
             )
 
     def _remove_missing(self, root: str, seen: set[str]) -> int:
-        everything = self._collection.get(include=["metadatas"])
+        everything = _get_all(self._collection, ["metadatas"])
         prefix = root.rstrip("/") + "/"
         stale_sources = {
             m["source"]
-            for m in everything["metadatas"] or []
+            for m in everything["metadatas"]
             if str(m.get("source", "")).startswith(prefix) and m["source"] not in seen
         }
         for source in stale_sources:
@@ -484,8 +484,8 @@ class _WordIndex:
 
     @classmethod
     def build(cls, collection: Any, generation: str) -> _WordIndex:
-        everything = collection.get(include=["documents", "metadatas"])
-        metadatas = list(everything["metadatas"] or [])
+        everything = _get_all(collection, ["documents", "metadatas"])
+        metadatas = list(everything["metadatas"])
         corpus = [
             _words(f"{m.get('title', '')} {m.get('headings', '')} {d}") or ["_"]
             for d, m in zip(everything["documents"], metadatas, strict=True)
@@ -504,6 +504,20 @@ class _WordIndex:
             vocabulary=frozenset(frequency),
             document_frequency=dict(frequency),
         )
+
+
+def _get_all(collection: Any, include: list[str], page: int = 5000) -> dict[str, list[Any]]:
+    """Every record, a page at a time: one `get()` of a large collection exceeds SQLite's limit
+    on query variables (seen at 100k chunks)."""
+    out: dict[str, list[Any]] = {"ids": [], **{key: [] for key in include}}
+    offset = 0
+    while True:
+        got = collection.get(include=include, limit=page, offset=offset)
+        for key in out:
+            out[key].extend(got.get(key) or [])
+        if len(got["ids"]) < page:
+            return out
+        offset += page
 
 
 def _source_name(path: Path) -> str:

@@ -154,3 +154,16 @@ def test_the_command_line_prints_json_hits_and_honours_data_dir(
     assert lines[0]["hits"][0]["title"] == "Parking and directions"
     missing = rag("ingest", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_reading_the_whole_index_pages_through_it(
+    library: Path, tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    """A single get() of a large collection exceeds SQLite's variable limit (seen at 100k)."""
+    from rag.index import _get_all
+
+    index = KnowledgeIndex(open_client(tmp_path / "data", None), embedder)
+    index.ingest(library)
+    everything = _get_all(index._collection, ["metadatas"], page=2)
+    assert len(everything["ids"]) == len(set(everything["ids"])) == index.count() > 2
+    assert len(everything["metadatas"]) == index.count()
