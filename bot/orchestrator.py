@@ -47,8 +47,9 @@ FollowUpHook = Callable[[str, str], Awaitable[None]]
 # (escalation id, priority): tells staff about a new or more urgent case.
 EscalationHook = Callable[[str, str], Awaitable[None]]
 # A button payload may force an intent, never set entities or slots.
-_STAFF_BUTTON = {"en": "Talk to a staff member", "es": "Hablar con el personal"}
 _INTENT_PAYLOAD = re.compile(r"^/[a-z_]{1,64}$")
+# Offered with every knowledge-base decline; Rasa's request_human takes it from there.
+_STAFF_BUTTON = {"en": "Talk to a staff member", "es": "Hablar con el personal"}
 
 
 class InvalidMessage(Exception):

@@ -123,11 +123,11 @@ async def test_an_uploaded_document_is_ingested_by_the_worker_and_answers_questi
         async with running_app(kb_settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
             # The web process answers first, so its index is open before the worker writes.
             await _wait_for_knowledge(client)
-            sender = f"patient-{uuid.uuid4().hex[:8]}"
+            question = "is there bicycle parking at the clinic?"
             before = await client.post(
                 "/api/v1/messages",
                 headers=AUTH,
-                json={"sender_id": sender, "text": "where can I leave my bicycle?"},
+                json={"sender_id": f"patient-{uuid.uuid4().hex[:8]}", "text": question},
                 timeout=60,
             )
             assert "bicycle racks" not in before.text.lower()
@@ -162,7 +162,7 @@ async def test_an_uploaded_document_is_ingested_by_the_worker_and_answers_questi
             after = await client.post(
                 "/api/v1/messages",
                 headers=AUTH,
-                json={"sender_id": sender, "text": "where can I leave my bicycle?"},
+                json={"sender_id": f"patient-{uuid.uuid4().hex[:8]}", "text": question},
                 timeout=60,
             )
         reply = after.json()["replies"][0]["text"]
