@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import anthropic
 import httpx2
 from anthropic.types import RawContentBlockDeltaEvent, RawMessageStartEvent, TextBlock, TextDelta
 
 from models.base import Prompt, ProviderError
-from models.openai_provider import retry_after_seconds, status_kind
+from models.streaming import retry_after_seconds, status_kind, until_deadline
 
 NAME = "anthropic"
 
@@ -38,10 +39,7 @@ class AnthropicProvider:
         return self._reported_model or self.model
 
     async def stream(self, prompt: Prompt, *, timeout_s: float) -> AsyncIterator[str]:
-        # The SDK's `timeout` bounds each network read; the deadline bounds the whole attempt, so
-        # a server that trickles a token every few seconds still times out. The deadline wraps
-        # each await only, never a `yield`: a timeout scope open across a yield would cancel
-        # whatever the consumer happens to be doing.
+        # One deadline for the whole attempt (see until_deadline), beside the SDK's per-read one.
         deadline = asyncio.get_running_loop().time() + timeout_s
         try:
             async with asyncio.timeout_at(deadline):
@@ -53,13 +51,8 @@ class AnthropicProvider:
                     stream=True,
                     timeout=timeout_s,
                 )
-            try:
-                while True:
-                    async with asyncio.timeout_at(deadline):
-                        try:
-                            event = await events.__anext__()
-                        except StopAsyncIteration:
-                            return
+            async with aclosing(until_deadline(events, deadline)) as items:
+                async for event in items:
                     if isinstance(event, RawMessageStartEvent):
                         self._reported_model = event.message.model
                     elif (
@@ -68,9 +61,6 @@ class AnthropicProvider:
                         and event.delta.text
                     ):
                         yield event.delta.text
-            finally:
-                # Also when the consumer stops early: give the connection back.
-                await events.close()
         except (anthropic.AnthropicError, httpx2.HTTPError, TimeoutError) as exc:
             raise _classify(exc) from exc
 

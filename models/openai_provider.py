@@ -10,15 +10,15 @@ favour and reasoning models reject the old name.
 from __future__ import annotations
 
 import asyncio
-import email.utils
-from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import httpx2
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
-from models.base import ErrorKind, Prompt, ProviderError
+from models.base import Prompt, ProviderError
+from models.streaming import retry_after_seconds, status_kind, until_deadline
 
 NAME = "openai"
 
@@ -46,10 +46,7 @@ class OpenAIProvider:
         return self._reported_model or self.model
 
     async def stream(self, prompt: Prompt, *, timeout_s: float) -> AsyncIterator[str]:
-        # The SDK's `timeout` bounds each network read; the deadline bounds the whole attempt, so
-        # a server that trickles a token every few seconds still times out. The deadline wraps
-        # each await only, never a `yield`: a timeout scope open across a yield would cancel
-        # whatever the consumer happens to be doing.
+        # One deadline for the whole attempt (see until_deadline), beside the SDK's per-read one.
         deadline = asyncio.get_running_loop().time() + timeout_s
         try:
             async with asyncio.timeout_at(deadline):
@@ -61,21 +58,13 @@ class OpenAIProvider:
                     stream=True,
                     timeout=timeout_s,
                 )
-            try:
-                while True:
-                    async with asyncio.timeout_at(deadline):
-                        try:
-                            chunk = await chunks.__anext__()
-                        except StopAsyncIteration:
-                            return
+            async with aclosing(until_deadline(chunks, deadline)) as items:
+                async for chunk in items:
                     if chunk.model:
                         self._reported_model = chunk.model
                     for choice in chunk.choices:
                         if choice.delta.content:
                             yield choice.delta.content
-            finally:
-                # Also when the consumer stops early: give the connection back.
-                await chunks.close()
         except (openai.OpenAIError, httpx2.HTTPError, TimeoutError) as exc:
             raise _classify(exc) from exc
 
@@ -118,40 +107,3 @@ def _classify(exc: BaseException) -> ProviderError:
         return ProviderError(NAME, "unavailable", str(exc))
     # What is left: an error event inside a 200 stream, or a response the SDK could not read.
     return ProviderError(NAME, "server", str(exc))
-
-
-def status_kind(status: int) -> ErrorKind:
-    """An HTTP error status as the router sees it. 408 and 409 are retryable, as both vendors'
-    SDKs treat them; any other 4xx means this request will fail the same way again."""
-    if status == 429:
-        return "rate_limited"
-    if status == 408:
-        return "timeout"
-    if status == 409 or status >= 500:
-        return "server"
-    return "bad_request"
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """The server's wait hint: `retry-after-ms` (OpenAI's finer one) or `Retry-After` as
-    seconds or an HTTP date. None when absent or unreadable."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
