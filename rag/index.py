@@ -464,7 +464,8 @@ class KnowledgeIndex:
         return [str(words.ids[i]) for i in top if scores[i] > 0]
 
     def _word_index(self) -> _WordIndex:
-        generation = self._generation()
+        """The word index of the generation `_refresh` last saw (search refreshes first)."""
+        generation = self._seen_generation
         with self._lock:
             if self._words is None or self._words.generation != generation:
                 self._words = _WordIndex.build(self._collection, generation)
