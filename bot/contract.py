@@ -14,6 +14,9 @@ from typing import Any, Literal
 SafetyLevel = Literal["none", "emergency", "crisis"]
 Disposition = Literal["emergency", "urgent", "routine", "self_care"]
 Mode = Literal["bot", "staff"]
+# What a reply is, for channels that must fit it: an `answer` (knowledge base) may be shortened
+# for SMS; `safety` instructions are never cut.
+ReplyKind = Literal["dialogue", "answer", "safety", "system"]
 
 
 class Channel(StrEnum):
@@ -58,6 +61,7 @@ class Outbound:
     buttons: tuple[Button, ...] = ()
     language: str | None = None
     sender: Literal["bot", "staff", "system"] = "bot"
+    kind: ReplyKind = "dialogue"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from limits import parse
@@ -18,17 +18,20 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from bot.contract import (
     Button,
+    Channel,
     ConversationState,
     Inbound,
     Outbound,
+    ReplyKind,
     SafetyAssessment,
+    StoredMessage,
     TriageResult,
     TurnResult,
 )
 from bot.language import detect_language
 from bot.phrases import phrase
 from bot.rasa_client import DialogueEngine, DialogueUnavailable
-from bot.render import render
+from bot.render import PROFILES, option_choice, render
 from bot.safety import SafetyLayer
 from bot.safety_replies import (
     Resources,
@@ -37,7 +40,7 @@ from bot.safety_replies import (
     safety_replies,
     start_protocol,
 )
-from bot.store import KEEP, ConversationInfo, ConversationStore
+from bot.store import KEEP, ConversationInfo, ConversationStore, NewReply
 from bot.text import clean_for_storage, is_blank, normalize_for_understanding
 from rag.answer import KnowledgeAnswer, decline_text
 
@@ -76,6 +79,18 @@ class StreamSink(Protocol):
     async def reset(self) -> None: ...
 
 
+class ReplyDelivery(Protocol):
+    """How a channel that sends replies later (SMS) stores them: rendered and split to fit its
+    medium, queued for its sender, addressed to the patient."""
+
+    def __call__(self, outbound: Outbound, address: str) -> list[NewReply]: ...
+
+
+def _deliver_inline(outbound: Outbound, address: str) -> list[NewReply]:
+    # Web and API replies go out with the response itself.
+    return [NewReply(outbound.text, outbound.buttons, outbound.sender)]
+
+
 class KnowledgeAnswers(Protocol):
     async def answer(
         self,
@@ -97,11 +112,34 @@ class OrchestratorConfig:
     resources: Resources = field(default_factory=Resources)
 
 
+@dataclass(frozen=True)
+class _Reply:
+    text: str
+    buttons: tuple[Button, ...] = ()
+    kind: ReplyKind = "dialogue"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """An inbound message stored and ready to be answered (now, or by a worker)."""
+
+    conversation: ConversationInfo
+    message: StoredMessage
+    channel: Channel
+    sender_address: str
+    language: str
+    payload: str | None
+    duplicate: bool = False
+    # Over the sender's rate: the safety layer still reads it, the dialogue does not.
+    over_rate: bool = False
+    has_attachments: bool = False
+
+
 @dataclass
 class _Turn:
     """What answering one message decided, written to the database in one transaction."""
 
-    replies: list[tuple[str, tuple[Button, ...]]] = field(default_factory=list)
+    replies: list[_Reply] = field(default_factory=list)
     status: str = "processed"
     follow_up: bool = False
     triage: dict[str, Any] | None = None
@@ -123,8 +161,10 @@ class Orchestrator:
         on_follow_up: FollowUpHook | None = None,
         on_escalation: EscalationHook | None = None,
         knowledge: KnowledgeAnswers | None = None,
+        delivery: dict[Channel, ReplyDelivery] | None = None,
     ) -> None:
         self._config = config
+        self._delivery = delivery or {}
         self._knowledge = knowledge
         self._store = store
         self._safety = safety
@@ -137,29 +177,94 @@ class Orchestrator:
         self._on_escalation = on_escalation
 
     async def handle(self, inbound: Inbound, *, stream: StreamSink | None = None) -> TurnResult:
+        """Store one message and answer it now (web chat, API)."""
+        accepted = await self.accept(inbound)
+        if accepted.duplicate:
+            return await self._duplicate_result(accepted)
+        return await self.process(accepted, stream=stream)
+
+    async def accept(self, inbound: Inbound, *, refuse_over_rate: bool = True) -> Accepted:
+        """Validate and store one message; nothing answers it yet.
+
+        A channel that cannot ask the sender to resend (SMS) passes `refuse_over_rate=False`:
+        a message over the rate is then stored and marked instead of refused."""
         known = await self._store.find_conversation(
             channel=inbound.channel, address=inbound.sender_address
         )
         reply_language = self._language_hint(inbound, known)
         self._validate(inbound, reply_language)
-        await self._check_rate(inbound, reply_language)
+        over_rate = False
+        try:
+            await self._check_rate(inbound, reply_language)
+        except RateLimited:
+            if refuse_over_rate:
+                raise
+            over_rate = True
 
         understood = normalize_for_understanding(inbound.text)
         language = self._language(inbound, understood, reply_language)
         conversation = known or await self._store.open_conversation(
             channel=inbound.channel, address=inbound.sender_address, language=language
         )
+        if over_rate:
+            inbound = replace(inbound, metadata={**inbound.metadata, "over_rate": True})
         message, duplicate = await self._store.store_inbound(
             conversation=conversation,
             inbound=inbound,
             text=clean_for_storage(inbound.text),
             language=language,
         )
-        before = _state(conversation)
-        if duplicate:
-            replies = await self._store.replies_to(message.id)
-            return TurnResult(conversation.id, message, tuple(replies), before, True)
+        return Accepted(
+            conversation=conversation,
+            message=message,
+            channel=inbound.channel,
+            sender_address=inbound.sender_address,
+            language=language,
+            payload=inbound.payload,
+            duplicate=duplicate,
+            over_rate=over_rate,
+            has_attachments=bool(inbound.metadata.get("media")),
+        )
 
+    async def process_stored(
+        self, message_id: str, *, sender_address: str, payload: str | None = None
+    ) -> TurnResult | None:
+        """Answer a message `accept` stored earlier (a worker's job). Runs once per message:
+        None when it was already taken, as when a task is delivered twice."""
+        claimed = await self._store.claim_inbound(message_id)
+        if claimed is None:
+            return None
+        accepted = Accepted(
+            conversation=claimed.conversation,
+            message=claimed.message,
+            channel=claimed.channel,
+            sender_address=sender_address,
+            language=claimed.language,
+            payload=payload or claimed.payload,
+            over_rate=bool(claimed.metadata.get("over_rate")),
+            has_attachments=bool(claimed.metadata.get("media")),
+        )
+        return await self.process(accepted)
+
+    async def _duplicate_result(self, accepted: Accepted) -> TurnResult:
+        replies = await self._store.replies_to(accepted.message.id)
+        state = _state(accepted.conversation)
+        return TurnResult(accepted.conversation.id, accepted.message, tuple(replies), state, True)
+
+    async def process(self, accepted: Accepted, *, stream: StreamSink | None = None) -> TurnResult:
+        conversation, message, language = (
+            accepted.conversation,
+            accepted.message,
+            accepted.language,
+        )
+        understood = normalize_for_understanding(message.text)
+        before = _state(conversation)
+        if accepted.payload is None and not PROFILES[accepted.channel].buttons:
+            # Options went out numbered (SMS, voice); a bare number picks one.
+            offered = await self._store.last_offered_buttons(conversation.id)
+            chosen = option_choice(understood, len(offered)) if offered else None
+            if chosen is not None:
+                accepted = replace(accepted, payload=offered[chosen - 1].payload)
         # The safety layer reads every message first, whoever is answering the conversation.
         safety = self._safety.assess(understood, language=language)
         turn = _Turn(audits=[("safety.assessed", _safety_audit(safety))])
@@ -167,29 +272,36 @@ class Orchestrator:
         follow_up_running = bool(conversation.safety_protocol) and conversation.mode != "staff"
         if safety.level == "emergency" or (safety.level == "crisis" and not follow_up_running):
             await self._safety_turn(turn, conversation, safety, language)
+        elif accepted.over_rate:
+            # Stored for the record and for staff; the dialogue is not run for a flood.
+            turn.status = "rate_limited"
         else:
             if safety.level == "crisis":
                 # Crisis words while the follow-up runs answer its question; the case is kept
                 # at least at high priority, and the screener decides whether it is imminent.
                 turn.escalations.append(("high", "crisis", safety.rule_ids, None))
-            await self._respond(turn, conversation, inbound, understood, language, stream)
+            await self._respond(turn, accepted, understood, stream)
         dialogue_ms = (time.perf_counter() - dialogue_started) * 1000
-        rendered = [
-            render(
-                Outbound(
-                    conversation_id=conversation.id,
-                    channel=inbound.channel,
-                    text=text,
-                    buttons=buttons,
-                    language=language,
-                )
+        deliver = self._delivery.get(accepted.channel)
+        replies: list[NewReply] = []
+        for reply in turn.replies:
+            outbound = Outbound(
+                conversation_id=conversation.id,
+                channel=accepted.channel,
+                text=reply.text,
+                buttons=reply.buttons,
+                language=language,
+                kind=reply.kind,
             )
-            for text, buttons in turn.replies
-        ]
+            if deliver is None:
+                replies.extend(_deliver_inline(render(outbound), accepted.sender_address))
+            else:
+                replies.extend(deliver(outbound, accepted.sender_address))
         stored_replies = await self._store.complete_turn(
             conversation=conversation,
             inbound_id=message.id,
-            replies=[(o.text, o.buttons, o.sender) for o in rendered],
+            channel=accepted.channel,
+            replies=replies,
             status=turn.status,
             needs_follow_up=turn.follow_up,
             language=language,
@@ -227,7 +339,9 @@ class Orchestrator:
         """Emergency instructions or the crisis reply, a priority case for staff, and (for a
         crisis) the screening follow-up; the dialogue core does not answer this message."""
         resources = self._config.resources
-        turn.replies = [(text, ()) for text in safety_replies(safety, language, resources)]
+        turn.replies = [
+            _Reply(text, kind="safety") for text in safety_replies(safety, language, resources)
+        ]
         priority = "immediate" if safety.level == "emergency" else "high"
         turn.escalations.append((priority, safety.level, safety.rule_ids, None))
         if safety.level == "crisis":
@@ -235,7 +349,7 @@ class Orchestrator:
             protocol = conversation.safety_protocol or start_protocol(safety)
             if protocol is not None:
                 turn.protocol = protocol
-                turn.replies.append((protocol_question(protocol, language), ()))
+                turn.replies.append(_Reply(protocol_question(protocol, language), kind="safety"))
                 turn.audits.append(("safety.protocol_started", {"protocol": protocol["protocol"]}))
         turn.status = "relayed" if conversation.mode == "staff" else "processed"
         if conversation.mode != "staff":
@@ -244,18 +358,19 @@ class Orchestrator:
     async def _respond(
         self,
         turn: _Turn,
-        conversation: ConversationInfo,
-        inbound: Inbound,
+        accepted: Accepted,
         understood: str,
-        language: str,
         stream: StreamSink | None,
     ) -> None:
+        conversation, language = accepted.conversation, accepted.language
         if conversation.mode == "staff":
             turn.status = "relayed"
             return
         if not understood:
-            # Only invisible characters: nothing to understand, but the patient deserves an answer.
-            turn.replies = [(phrase("rephrase", language), ())]
+            # A picture without words, or only invisible characters: nothing to understand,
+            # but the patient deserves an answer.
+            key = "attachment_received" if accepted.has_attachments else "rephrase"
+            turn.replies = [_Reply(phrase(key, language))]
             return
         if conversation.safety_protocol:
             self._protocol_turn(turn, conversation.safety_protocol, understood, language)
@@ -263,8 +378,8 @@ class Orchestrator:
         try:
             replies = await self._dialogue.respond(
                 conversation_id=conversation.id,
-                text=_dialogue_text(inbound, understood),
-                metadata={"language": language, "channel": inbound.channel.value},
+                text=_dialogue_text(accepted.payload, understood),
+                metadata={"language": language, "channel": accepted.channel.value},
             )
         except DialogueUnavailable as exc:
             log.warning(
@@ -273,37 +388,37 @@ class Orchestrator:
             )
             number = self._config.resources.emergency_number
             text = phrase("assistant_unavailable", language, emergency_number=number)
-            turn.replies = [(text, ())]
+            turn.replies = [_Reply(text)]
             turn.status, turn.follow_up = "failed", True
             return
         turn.replies = []
         for reply in replies:
             if reply.text:
-                turn.replies.append((reply.text, reply.buttons))
+                turn.replies.append(_Reply(reply.text, reply.buttons))
             if reply.custom and isinstance(reply.custom.get("triage"), dict):
                 self._triage_decided(turn, reply.custom["triage"])
             if reply.custom and isinstance(reply.custom.get("knowledge_question"), dict):
                 # The answer takes the place of the action's hand-over, in the dialogue's order.
-                await self._answer_question(turn, understood, language, inbound, stream)
+                await self._answer_question(turn, understood, language, accepted.channel, stream)
 
     async def _answer_question(
         self,
         turn: _Turn,
         question: str,
         language: str,
-        inbound: Inbound,
+        channel: Channel,
         stream: StreamSink | None,
     ) -> None:
         """The dialogue asked for a knowledge-base answer (action_answer_question)."""
         staff = (Button(_STAFF_BUTTON.get(language, _STAFF_BUTTON["en"]), "/request_human"),)
         if self._knowledge is None:
-            turn.replies.append((decline_text("weak_retrieval", language), staff))
+            turn.replies.append(_Reply(decline_text("weak_retrieval", language), staff))
             return
         try:
             answer = await self._knowledge.answer(
                 question,
                 language=language,
-                channel=inbound.channel.value,
+                channel=channel.value,
                 on_piece=stream.piece if stream else None,
                 on_reset=stream.reset if stream else None,
             )
@@ -312,17 +427,17 @@ class Orchestrator:
             log.warning("knowledge-base answer failed", extra={"error": type(exc).__name__})
             if stream:
                 await stream.reset()
-            turn.replies.append((decline_text("weak_retrieval", language), staff))
+            turn.replies.append(_Reply(decline_text("weak_retrieval", language), staff))
             turn.audits.append(("kb.failed", {"error": type(exc).__name__}))
             return
-        turn.replies.append((answer.text, staff if answer.offer_staff else ()))
+        turn.replies.append(_Reply(answer.text, staff if answer.offer_staff else (), kind="answer"))
         turn.audits.append(("kb.answered", answer.audit()))
 
     def _protocol_turn(
         self, turn: _Turn, protocol: dict[str, Any], understood: str, language: str
     ) -> None:
         step = advance_protocol(protocol, understood, language, self._config.resources)
-        turn.replies = [(text, ()) for text in step.replies]
+        turn.replies = [_Reply(text, kind="safety") for text in step.replies]
         turn.protocol = step.state
         turn.audits.append(
             (
@@ -381,7 +496,7 @@ class Orchestrator:
             await self._on_escalation(case_id, priority)
 
     def _validate(self, inbound: Inbound, language: str) -> None:
-        if is_blank(inbound.text) and not inbound.payload:
+        if is_blank(inbound.text) and not inbound.payload and not inbound.metadata.get("media"):
             raise InvalidMessage("empty", phrase("empty", language))
         if len(inbound.text) > self._config.max_message_chars:
             raise InvalidMessage(
@@ -410,10 +525,10 @@ class Orchestrator:
         )
 
 
-def _dialogue_text(inbound: Inbound, understood: str) -> str:
+def _dialogue_text(payload: str | None, understood: str) -> str:
     # Rasa reads a leading "/" as an intent to force; only a button payload may do that.
-    if inbound.payload and _INTENT_PAYLOAD.match(inbound.payload):
-        return inbound.payload
+    if payload and _INTENT_PAYLOAD.match(payload):
+        return payload
     return understood.lstrip("/").strip() or understood
 
 

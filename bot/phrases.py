@@ -29,6 +29,80 @@ PHRASES: dict[str, dict[str, str]] = {
         "Please wait a moment and try again.",
         "es": "Está enviando mensajes demasiado rápido. Espere un momento e inténtelo de nuevo.",
     },
+    "attachment_received": {
+        "en": "Thank you, we saved your picture with your conversation for the care team. "
+        "Please also tell me in words what is going on.",
+        "es": "Gracias, guardamos su imagen en su conversación para el equipo de atención. "
+        "Cuénteme también con palabras qué está pasando.",
+    },
+    "attachment_refused": {
+        "en": "We could not keep a file you sent ({reason}). Pictures (JPEG, PNG, GIF, HEIC) "
+        "up to {max_mb} MB can be sent.",
+        "es": "No pudimos guardar un archivo que envió ({reason}). Se pueden enviar imágenes "
+        "(JPEG, PNG, GIF, HEIC) de hasta {max_mb} MB.",
+    },
+    # Carrier keywords (SMS). HELP must name who is texting and how to stop (CTIA).
+    "sms_help": {
+        "en": "{clinic} virtual assistant. Text your question any time. Reply STOP to stop "
+        "texts. In an emergency call {emergency_number}.",
+        "es": "Asistente virtual de {clinic}. Escriba su pregunta cuando quiera. Responda ALTO "
+        "para dejar de recibir mensajes. En una emergencia llame al {emergency_number}.",
+    },
+    "sms_opted_out": {
+        "en": "You will no longer receive texts from {clinic}. Reply START to text us again. "
+        "In an emergency call {emergency_number}.",
+        "es": "Ya no recibirá mensajes de {clinic}. Responda COMENZAR para volver a escribirnos. "
+        "En una emergencia llame al {emergency_number}.",
+    },
+    "sms_opted_in": {
+        "en": "You can text {clinic} again. Reply HELP for help, STOP to stop.",
+        "es": "Puede volver a escribir a {clinic}. Responda AYUDA para ayuda, ALTO para "
+        "dejar de recibir mensajes.",
+    },
+    "link_sms_unavailable": {
+        "en": "Texting is not available right now. Please try again later.",
+        "es": "Los mensajes de texto no están disponibles ahora. Inténtelo más tarde.",
+    },
+    "link_invalid_phone": {
+        "en": "That does not look like a mobile number. Please check it, with the area code.",
+        "es": "Ese no parece un número de celular. Revíselo, con el código de área.",
+    },
+    "link_rate_limited": {
+        "en": "Too many codes were requested. Please wait an hour and try again.",
+        "es": "Se pidieron demasiados códigos. Espere una hora e inténtelo de nuevo.",
+    },
+    "link_opted_out": {
+        "en": "This number asked us not to text it. Text START to our number first, then try "
+        "again.",
+        "es": "Este número nos pidió no enviarle mensajes. Primero envíe COMENZAR a nuestro "
+        "número y vuelva a intentarlo.",
+    },
+    "link_invalid_code": {
+        "en": "That code is not right. You can try {attempts} more time(s).",
+        "es": "Ese código no es correcto. Puede intentarlo {attempts} vez/veces más.",
+    },
+    "link_expired": {
+        "en": "That code has expired. Please ask for a new one.",
+        "es": "Ese código venció. Pida uno nuevo.",
+    },
+    "link_locked": {
+        "en": "Too many wrong codes. Please ask for a new code.",
+        "es": "Demasiados códigos incorrectos. Pida un código nuevo.",
+    },
+    "link_no_pending_code": {
+        "en": "There is no code waiting. Please ask for a new one.",
+        "es": "No hay ningún código pendiente. Pida uno nuevo.",
+    },
+    "link_invalid": {
+        "en": "Something was missing. Please try again.",
+        "es": "Faltó algo. Inténtelo de nuevo.",
+    },
+    "phone_code": {
+        "en": "{code} is your {clinic} code to continue your chat by text. It expires in "
+        "{minutes} minutes. If you did not ask for it, ignore this message.",
+        "es": "{code} es su código de {clinic} para continuar su conversación por mensaje de "
+        "texto. Vence en {minutes} minutos. Si no lo pidió, ignore este mensaje.",
+    },
 }
 
 

@@ -6,6 +6,8 @@ options the patient answers with a digit (SMS) or spoken choices (voice).
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, replace
 
 from bot.contract import Button, Channel, Outbound
@@ -32,3 +34,18 @@ def render(outbound: Outbound) -> Outbound:
     if PROFILES[outbound.channel].buttons or not outbound.buttons:
         return outbound
     return replace(outbound, text=f"{outbound.text}\n{numbered_options(outbound.buttons)}")
+
+
+# "2", "2.", "#2", "option 2", "opción 2", "2)": a choice; "2 days" is an answer in words.
+_CHOICE = re.compile(
+    r"^\s*(?:(?:option|opci[oó]n|n[uú]mero|number)\s*)?#?\s*(\d{1,2})\s*[.)]?\s*$", re.I
+)
+
+
+def option_choice(text: str, count: int) -> int | None:
+    """The 1-based option a patient chose by typing (or pressing) its number, if any."""
+    match = _CHOICE.fullmatch(unicodedata.normalize("NFC", text).strip().lower())
+    if not match:
+        return None
+    number = int(match.group(1))
+    return number if 1 <= number <= count else None

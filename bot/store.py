@@ -6,7 +6,7 @@ Each method is one short transaction, so no database connection is held while Ra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -37,6 +37,31 @@ class ConversationInfo:
     safety_rule_ids: tuple[str, ...]
     triage: dict[str, Any] | None
     safety_protocol: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class NewReply:
+    """A reply to store. `status` is `sent` where the channel delivers it with the response
+    (web, API) and `queued` where a worker sends it later (SMS); `meta` holds what the sender
+    needs (destination, segments)."""
+
+    text: str
+    buttons: tuple[Button, ...] = ()
+    sender: str = "bot"
+    status: str = "sent"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClaimedInbound:
+    """A stored inbound message a worker has taken for processing."""
+
+    message: StoredMessage
+    conversation: ConversationInfo
+    channel: Channel
+    language: str
+    payload: str | None
+    metadata: dict[str, Any]
 
 
 # Keeps a column as it is in `complete_turn` (None is a value there: "no protocol running").
@@ -72,17 +97,39 @@ def stored(message: Message) -> StoredMessage:
     )
 
 
+def _outbound(
+    conversation_id: str, channel: Channel, language: str, reply: NewReply, in_reply_to: str | None
+) -> Message:
+    return Message(
+        conversation_id=conversation_id,
+        channel=channel.value,
+        direction="outbound",
+        sender=reply.sender,
+        text=reply.text,
+        language=language,
+        buttons=[{"title": b.title, "payload": b.payload} for b in reply.buttons],
+        vendor_ids={},
+        meta=dict(reply.meta),
+        status=reply.status,
+        in_reply_to=in_reply_to,
+    )
+
+
 class ConversationStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
     async def find_conversation(self, *, channel: Channel, address: str) -> ConversationInfo | None:
+        """The patient's current conversation, whichever of their verified channels it began on."""
         async with self._sessions() as session:
             row = await session.scalar(
                 select(Conversation)
-                .join(ChannelIdentity, Conversation.identity_id == ChannelIdentity.id)
+                .join(ChannelIdentity, Conversation.patient_id == ChannelIdentity.patient_id)
                 .where(ChannelIdentity.channel == channel.value)
                 .where(ChannelIdentity.address == address)
+                .where(Conversation.merged_into.is_(None))
+                .order_by(Conversation.created_at.desc())
+                .limit(1)
             )
             return _info(row) if row else None
 
@@ -158,6 +205,58 @@ class ConversationStore:
             return previous, True
         return stored(message), False
 
+    async def claim_inbound(self, message_id: str) -> ClaimedInbound | None:
+        """Take a stored inbound message for processing, once: a redelivered task finds it
+        already taken (or done) and gets None."""
+        async with self._sessions() as session, session.begin():
+            taken = await session.execute(
+                update(Message)
+                .where(Message.id == message_id)
+                .where(Message.direction == "inbound")
+                .where(Message.status == "received")
+                .values(status="processing")
+            )
+            if taken.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            message = await session.scalar(select(Message).where(Message.id == message_id))
+            assert message is not None
+            conversation = await session.get(Conversation, message.conversation_id)
+            assert conversation is not None
+            meta = dict(message.meta or {})
+            return ClaimedInbound(
+                message=stored(message),
+                conversation=_info(conversation),
+                channel=Channel(message.channel),
+                language=message.language or conversation.language,
+                payload=meta.get("payload"),
+                metadata=meta,
+            )
+
+    async def message_status(self, message_id: str) -> str | None:
+        async with self._sessions() as session:
+            return await session.scalar(select(Message.status).where(Message.id == message_id))
+
+    async def set_status(self, message_id: str, status: str) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(Message)
+                .where(Message.id == message_id)
+                .values(status=status, processed_at=utcnow())
+            )
+
+    async def last_offered_buttons(self, conversation_id: str) -> tuple[Button, ...]:
+        """The choices of the assistant's latest message, if it offered any: a bare "2" by SMS
+        answers them only while they are the last thing the patient was asked."""
+        async with self._sessions() as session:
+            row = await session.scalar(
+                select(Message)
+                .where(Message.conversation_id == conversation_id)
+                .where(Message.direction == "outbound")
+                .order_by(Message.seq.desc())
+                .limit(1)
+            )
+            return tuple(Button(**b) for b in row.buttons or ()) if row else ()
+
     async def _by_vendor_id(self, conversation_id: str, vendor_id: str) -> StoredMessage | None:
         async with self._sessions() as session:
             row = await session.scalar(
@@ -172,7 +271,8 @@ class ConversationStore:
         *,
         conversation: ConversationInfo,
         inbound_id: str,
-        replies: list[tuple[str, tuple[Button, ...], str]],
+        channel: Channel,
+        replies: Sequence[NewReply],
         status: str,
         needs_follow_up: bool,
         language: str,
@@ -185,22 +285,7 @@ class ConversationStore:
         """Store the replies to one inbound message, its decisions' audit records and the
         conversation's new state, and close the message's processing, atomically."""
         now = utcnow()
-        messages = [
-            Message(
-                conversation_id=conversation.id,
-                channel=conversation.channel.value,
-                direction="outbound",
-                sender=sender,
-                text=text,
-                language=language,
-                buttons=[{"title": b.title, "payload": b.payload} for b in buttons],
-                vendor_ids={},
-                meta={},
-                status="sent",
-                in_reply_to=inbound_id,
-            )
-            for text, buttons, sender in replies
-        ]
+        messages = [_outbound(conversation.id, channel, language, r, inbound_id) for r in replies]
         async with self._sessions() as session, session.begin():
             session.add_all(messages)
             session.add_all(
@@ -242,6 +327,22 @@ class ConversationStore:
                     .where(Conversation.id == conversation.id)
                     .values(**changes, updated_at=now)
                 )
+        return [stored(m) for m in messages]
+
+    async def add_replies(
+        self,
+        *,
+        conversation: ConversationInfo,
+        channel: Channel,
+        in_reply_to: str | None,
+        language: str,
+        replies: Sequence[NewReply],
+    ) -> list[StoredMessage]:
+        """Store messages that are not the dialogue's answer to a turn (keyword confirmations,
+        staff replies, reminders)."""
+        messages = [_outbound(conversation.id, channel, language, r, in_reply_to) for r in replies]
+        async with self._sessions() as session, session.begin():
+            session.add_all(messages)
         return [stored(m) for m in messages]
 
     async def escalate(

@@ -85,6 +85,9 @@ class Conversation(Base):
     # The crisis follow-up in progress (C-SSRS screener step and answers), None when none is.
     safety_protocol: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     needs_follow_up: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set when a verified link joined this conversation's patient to another: the story goes on
+    # in that conversation, this one stays as it was for the record.
+    merged_into: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -107,7 +110,7 @@ class Message(Base):
     text: Mapped[str] = mapped_column(Text)
     language: Mapped[str | None] = mapped_column(String(8))
     buttons: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
-    vendor_message_id: Mapped[str | None] = mapped_column(String(128))
+    vendor_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
     vendor_ids: Mapped[dict[str, Any]] = mapped_column(default=dict)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16))
@@ -157,6 +160,75 @@ class KbIngestJob(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class SmsConsent(Base):
+    """Whether a phone number may be texted: carrier keywords (STOP, START) recorded in our own
+    database, checked before every outbound SMS whoever sends it."""
+
+    __tablename__ = "sms_consent"
+
+    address: Mapped[str] = mapped_column(String(32), primary_key=True)  # E.164
+    status: Mapped[str] = mapped_column(String(16))  # opted_in | opted_out
+    keyword: Mapped[str | None] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(32))  # keyword | carrier (Twilio error 21610)
+    message_id: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeliveryEvent(Base):
+    """A delivery status report from the SMS provider. Keyed by the provider's message id, since
+    a report can arrive before the send that produced it has been recorded."""
+
+    __tablename__ = "delivery_events"
+    __table_args__ = (UniqueConstraint("vendor_message_id", "status", name="uq_delivery_status"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    vendor_message_id: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(16))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MessageMedia(Base):
+    """A picture a patient sent (MMS): kept with the conversation for staff, never given to a
+    language model. Refused files keep a row with the reason and no content."""
+
+    __tablename__ = "message_media"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    conversation_id: Mapped[str] = mapped_column(String(32), index=True)
+    content_type: Mapped[str] = mapped_column(String(128))
+    size_bytes: Mapped[int | None] = mapped_column(Integer)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    stored_path: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # stored | refused | failed
+    reason: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PhoneLinkCode(Base):
+    """A one-time code sent by SMS to link a phone to a patient. Only its HMAC is stored."""
+
+    __tablename__ = "phone_link_codes"
+    __table_args__ = (Index("ix_phone_link_codes_address_created", "address", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    patient_id: Mapped[str] = mapped_column(
+        ForeignKey("patients.id", ondelete="CASCADE"), index=True
+    )
+    conversation_id: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str] = mapped_column(String(32))  # E.164
+    code_hash: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(
+        String(16), default="pending"
+    )  # pending|used|locked|replaced
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
 
 
 class AuditEvent(Base):

@@ -6,6 +6,8 @@ rate limiter, Celery on a SQLite broker. Production sets `DATABASE_URL`, `REDIS_
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -73,11 +75,67 @@ class Settings(BaseSettings):
     anthropic_model: str = "claude-haiku-4-5"
     anthropic_base_url: str | None = None
 
+    # SMS through Twilio (channels/sms/). The channel is off until the account and token are set.
+    # PUBLIC_BASE_URL is the address Twilio calls (and signs), e.g. https://clinic.example.org;
+    # behind a reverse proxy it differs from what this process sees, so it is configured.
+    public_base_url: str | None = None
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_from_number: str | None = None
+    twilio_api_base_url: str = "https://api.twilio.com"
+    # Region for reading national numbers a patient types ("(415) 555-0100").
+    default_phone_region: str = "US"
+    # Twilio answers the standard English keywords (STOP, START, HELP) itself unless its
+    # Advanced Opt-Out is turned off; we record them either way and reply only when told to.
+    sms_reply_to_standard_keywords: bool = False
+    sms_extra_opt_out_keywords: list[str] = Field(
+        default_factory=lambda: ["ALTO", "PARAR", "BAJA", "CANCELAR", "DETENER"]
+    )
+    sms_extra_opt_in_keywords: list[str] = Field(
+        default_factory=lambda: ["COMENZAR", "INICIAR", "REANUDAR"]
+    )
+    sms_extra_help_keywords: list[str] = Field(default_factory=lambda: ["AYUDA"])
+    sms_media_max_bytes: int = 5 * 1024 * 1024
+    sms_media_types: list[str] = Field(
+        default_factory=lambda: ["image/jpeg", "image/png", "image/gif", "image/heic", "image/webp"]
+    )
+    sms_send_attempts: int = 6
+    sms_retry_base_s: float = 2.0
+    clinic_name: str = "the clinic"
+    # Linking a phone to a web conversation with a one-time code sent by SMS.
+    phone_code_ttl_s: int = 600
+    phone_code_max_attempts: int = 5
+    phone_codes_per_hour: int = 3
+    # Signs one-time codes (HMAC); the embedded default is generated once under DATA_DIR.
+    secret_key: SecretStr | None = None
+
     max_message_chars: int = 4000
     max_request_bytes: int = 64 * 1024
     rate_limit_per_sender: str = "30/minute"
     history_limit: int = 200
     cors_origins: list[str] = Field(default_factory=list)
+
+    @property
+    def sms_enabled(self) -> bool:
+        return bool(
+            self.twilio_account_sid
+            and self.twilio_auth_token
+            and (self.twilio_messaging_service_sid or self.twilio_from_number)
+            and self.public_base_url
+        )
+
+    def secret(self) -> bytes:
+        """The server's secret: SECRET_KEY, else one generated once and kept under DATA_DIR."""
+        if self.secret_key:
+            return self.secret_key.get_secret_value().encode()
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError), path.open("x") as handle:
+                handle.write(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip().encode()
 
     @model_validator(mode="after")
     def _fill_derived_defaults(self) -> Settings:

@@ -35,6 +35,8 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        # Channel tasks register themselves on this app; the worker imports them at start.
+        include=["channels.sms.tasks"],
     )
     return app
 
@@ -43,7 +45,7 @@ celery_app = make_celery(get_settings())
 
 
 @lru_cache(maxsize=1)
-def _engine() -> Engine:
+def sync_engine() -> Engine:
     return make_sync_engine(get_settings().database_url)
 
 
@@ -53,7 +55,7 @@ def flag_conversation_for_follow_up(conversation_id: str, message_id: str) -> No
 
     Escalation to Mattermost builds on this; until then the admin console lists flagged
     conversations."""
-    with _engine().begin() as connection:
+    with sync_engine().begin() as connection:
         connection.execute(
             update(Conversation)
             .where(Conversation.id == conversation_id)
@@ -77,7 +79,7 @@ def notify_staff_of_escalation(escalation_id: str, priority: str) -> None:
     The case itself is already stored (escalations table, visible to staff tools); this task is
     where the Mattermost case channel is opened once that integration lands. It records that the
     notification was dispatched so an audit shows when staff were told."""
-    with _engine().begin() as connection:
+    with sync_engine().begin() as connection:
         connection.execute(
             insert(AuditEvent).values(
                 actor="worker",
@@ -103,7 +105,7 @@ def ingest_uploaded_document(job_id: str) -> None:
     """Ingest a document uploaded through the admin API and record what it did.
 
     Re-running a job is harmless: ingestion is idempotent by content hash."""
-    with _engine().begin() as connection:
+    with sync_engine().begin() as connection:
         job = connection.execute(select(KbIngestJob).where(KbIngestJob.id == job_id)).first()
         if job is None:
             log.warning("ingestion job not found", extra={"job_id": job_id})
@@ -120,7 +122,7 @@ def ingest_uploaded_document(job_id: str) -> None:
     except Exception as exc:
         log.exception("ingestion failed", extra={"job_id": job_id})
         status, error = "failed", f"{type(exc).__name__}: {exc}"[:500]
-    with _engine().begin() as connection:
+    with sync_engine().begin() as connection:
         connection.execute(
             update(KbIngestJob)
             .where(KbIngestJob.id == job_id)

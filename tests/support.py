@@ -139,10 +139,12 @@ class RasaStack:
 
 
 @contextlib.asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[tuple[str, Any]]:
+async def running_app(
+    settings: Settings, port: int | None = None
+) -> AsyncIterator[tuple[str, Any]]:
     """The real ASGI app behind a real uvicorn server on a free port: (base URL, app)."""
     app = create_app(settings)
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
@@ -159,9 +161,12 @@ async def running_app(settings: Settings) -> AsyncIterator[tuple[str, Any]]:
 
 
 @contextlib.contextmanager
-def celery_worker(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def celery_worker(
+    settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker process on the settings' database, broker and data folder."""
     env = {
+        **(extra_env or {}),
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/root"),
         "HF_HUB_OFFLINE": "1",

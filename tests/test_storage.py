@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import select
 
 from bot.contract import Button, Channel, Inbound, SafetyAssessment
-from bot.store import ConversationStore
+from bot.store import ConversationStore, NewReply
 from core.db import make_sync_engine
 from core.orm import AuditEvent, Base, Message
 
@@ -81,9 +81,10 @@ async def test_a_turn_stores_replies_in_order_and_closes_the_inbound(
     replies = await store.complete_turn(
         conversation=conversation,
         inbound_id=inbound.id,
+        channel=Channel.WEB,
         replies=[
-            ("One moment.", (), "bot"),
-            ("Shall we call you?", (Button("Yes", "/affirm"),), "bot"),
+            NewReply("One moment."),
+            NewReply("Shall we call you?", (Button("Yes", "/affirm"),)),
         ],
         status="processed",
         needs_follow_up=False,

@@ -6,36 +6,31 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import socketio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from sqlalchemy import text
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
-from bot.orchestrator import EscalationHook, FollowUpHook, Orchestrator, OrchestratorConfig
-from bot.rasa_client import RasaClient
-from bot.safety import RuleBasedSafety
-from bot.safety_replies import Resources
-from bot.store import ConversationStore
+from bot.linking import LinkPolicy, PhoneLinking
+from bot.phrases import phrase
 from channels.api.routes import build_router as api_router
+from channels.sms.twilio_api import code_sender
+from channels.sms.webhook import build_router as sms_router
 from channels.web.socket import WebChat
 from core import migrate
-from core.db import make_async_engine, make_sessionmaker
 from core.logging import configure_logging
+from core.services import build_services, ingest_hook
 from core.settings import Settings, get_settings
-from core.tasks import FLAG_FOR_FOLLOW_UP, INGEST_UPLOAD, NOTIFY_STAFF, make_celery
-from rag.service import KnowledgeService
 from webapp.routes.admin import build_router as admin_router
 from webapp.routes.health import build_router as health_router
 
@@ -60,96 +55,29 @@ class SecurityHeaders(BaseHTTPMiddleware):
         return response
 
 
-def _rate_limit_storage(settings: Settings) -> Storage:
-    if settings.redis_url:
-        return RedisStorage(settings.redis_url.replace("redis://", "async+redis://", 1))
-    return MemoryStorage()
-
-
-def _follow_up_queue(settings: Settings) -> FollowUpHook:
-    producer = make_celery(settings)
-
-    async def queue(conversation_id: str, message_id: str) -> None:
-        try:
-            await asyncio.to_thread(
-                producer.send_task, FLAG_FOR_FOLLOW_UP, args=[conversation_id, message_id]
-            )
-        except Exception:
-            # The message is already stored and flagged; the queue is a convenience on top.
-            log.exception("could not queue the follow-up task")
-
-    return queue
-
-
-def _escalation_queue(settings: Settings) -> EscalationHook:
-    producer = make_celery(settings)
-
-    async def queue(escalation_id: str, priority: str) -> None:
-        try:
-            await asyncio.to_thread(
-                producer.send_task,
-                NOTIFY_STAFF,
-                args=[escalation_id, priority],
-                priority=9 if priority == "immediate" else 5,
-            )
-        except Exception:
-            # The case is stored; staff tools list open cases even if the queue is down.
-            log.exception("could not queue the staff notification")
-
-    return queue
-
-
-def _ingest_queue(settings: Settings) -> Callable[[str], Awaitable[None]]:
-    producer = make_celery(settings)
-
-    async def queue(job_id: str) -> None:
-        await asyncio.to_thread(producer.send_task, INGEST_UPLOAD, args=[job_id])
-
-    return queue
-
-
 def create_app(settings: Settings | None = None) -> Any:
     settings = settings or get_settings()
     configure_logging()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_async_engine(settings.database_url)
-    sessions = make_sessionmaker(engine)
-    store = ConversationStore(sessions)
-    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
-    rasa = RasaClient(
-        base_url=settings.rasa_url,
-        action_server_url=settings.action_server_url,
-        timeout_s=settings.rasa_timeout_s,
-        client=http,
-    )
-    safety = RuleBasedSafety()
-    redis = None
-    if settings.redis_url:
-        import redis.asyncio as aioredis
-
-        redis = aioredis.from_url(settings.redis_url)
-    knowledge = KnowledgeService(settings, redis=redis)
-    orchestrator = Orchestrator(
-        config=OrchestratorConfig(
-            supported_languages=settings.supported_languages,
-            default_language=settings.default_language,
-            max_message_chars=settings.max_message_chars,
-            rate_limit_per_sender=settings.rate_limit_per_sender,
-            resources=Resources(
-                emergency_number=settings.emergency_number,
-                crisis_line=settings.crisis_line,
-                poison_control=settings.poison_control_number,
-                domestic_violence_line=settings.domestic_violence_line,
+    services = build_services(settings)
+    engine, sessions, store = services.engine, services.sessions, services.store
+    orchestrator, knowledge, rasa = services.orchestrator, services.knowledge, services.rasa
+    linking = None
+    if settings.sms_enabled:
+        linking = PhoneLinking(
+            sessions,
+            secret=settings.secret(),
+            policy=LinkPolicy(
+                ttl_s=settings.phone_code_ttl_s,
+                max_attempts=settings.phone_code_max_attempts,
+                codes_per_hour=settings.phone_codes_per_hour,
+                region=settings.default_phone_region,
             ),
-        ),
-        store=store,
-        safety=safety,
-        dialogue=rasa,
-        rate_limit_storage=_rate_limit_storage(settings),
-        on_follow_up=_follow_up_queue(settings),
-        on_escalation=_escalation_queue(settings),
-        knowledge=knowledge,
-    )
+            send=code_sender(settings),
+            text=lambda code, language, minutes: phrase(
+                "phone_code", language, code=code, clinic=settings.clinic_name, minutes=minutes
+            ),
+        )
     web_chat = WebChat(
         orchestrator=orchestrator,
         store=store,
@@ -158,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Any:
         history_limit=settings.history_limit,
         cors_origins=settings.cors_origins,
         redis_url=settings.redis_url,
+        linking=linking,
     )
 
     @asynccontextmanager
@@ -171,10 +100,7 @@ def create_app(settings: Settings | None = None) -> Any:
         yield
         if preload is not None:
             preload.cancel()
-        await http.aclose()
-        if redis is not None:
-            await redis.aclose()
-        await engine.dispose()
+        await services.aclose()
 
     api = FastAPI(title="Clinic assistant", version="0.1.0", lifespan=lifespan)
     api.add_middleware(SecurityHeaders)
@@ -203,7 +129,7 @@ def create_app(settings: Settings | None = None) -> Any:
     api.include_router(
         api_router(
             orchestrator=orchestrator,
-            engine=safety.engine,
+            engine=services.safety.engine,
             store=store,
             api_token=settings.api_token.get_secret_value() if settings.api_token else None,
             max_bytes=settings.max_request_bytes,
@@ -214,12 +140,21 @@ def create_app(settings: Settings | None = None) -> Any:
     )
 
     api.include_router(
+        sms_router(
+            settings=settings,
+            orchestrator=orchestrator,
+            store=store,
+            engine=engine,
+            enqueue=services.enqueue,
+        )
+    )
+    api.include_router(
         admin_router(
             sessions=sessions,
             admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
             upload_dir=settings.data_dir / "kb-uploads",
             max_bytes=settings.kb_upload_max_bytes,
-            enqueue=_ingest_queue(settings),
+            enqueue=ingest_hook(services.enqueue),
         )
     )
 

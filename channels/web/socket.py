@@ -15,8 +15,10 @@ from typing import Any
 import socketio
 
 from bot.contract import Channel, Inbound, StoredMessage
+from bot.linking import LinkError, PhoneLinking
 from bot.orchestrator import InvalidMessage, Orchestrator
-from bot.store import ConversationStore
+from bot.phrases import phrase
+from bot.store import ConversationInfo, ConversationStore
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,10 @@ class WebChat:
         history_limit: int,
         cors_origins: list[str],
         redis_url: str | None = None,
+        linking: PhoneLinking | None = None,
     ) -> None:
         self._orchestrator = orchestrator
+        self._linking = linking
         self._store = store
         self._languages = supported_languages
         self._default_language = default_language
@@ -66,6 +70,8 @@ class WebChat:
         )
         self.sio.on("connect", self.connect)
         self.sio.on("user_message", self.user_message)
+        self.sio.on("link_phone", self.link_phone)
+        self.sio.on("verify_phone", self.verify_phone)
         self.sio.on("*", self.unknown_event)
 
     async def connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
@@ -93,7 +99,14 @@ class WebChat:
                 conversation=conversation,
                 detail={"messages": len(history)},
             )
-        await self.sio.emit("session", {"token": token, "conversation_id": conversation.id}, to=sid)
+        linked = (
+            await self._linking.linked_phone(conversation.patient_id) if self._linking else None
+        )
+        await self.sio.emit(
+            "session",
+            {"token": token, "conversation_id": conversation.id, "linked_phone": linked},
+            to=sid,
+        )
         await self.sio.emit("history", {"messages": [m.as_dict() for m in history]}, to=sid)
 
     async def user_message(self, sid: str, data: Any) -> dict[str, Any]:
@@ -137,6 +150,43 @@ class WebChat:
             await self.sio.emit("message", result.inbound.as_dict(), room=room, skip_sid=sid)
             await self._send(result.replies, room=room)
         return {"ok": True, "message": result.inbound.as_dict()}
+
+    async def link_phone(self, sid: str, data: Any) -> dict[str, Any]:
+        """Send a one-time code to the phone the patient typed (see bot/linking.py)."""
+        phone = data.get("phone") if isinstance(data, dict) else None
+        if not isinstance(phone, str) or not 0 < len(phone) <= 40:
+            return _refusal("invalid", "Send {phone}.")
+        conversation, language = await self._conversation(sid)
+        if self._linking is None or conversation is None:
+            return _refusal("sms_unavailable", phrase("link_sms_unavailable", language))
+        try:
+            shown = await self._linking.start(conversation, phone, language)
+        except LinkError as exc:
+            return _refusal(exc.code, phrase(f"link_{exc.code}", language))
+        return {"ok": True, "masked": shown, "expires_in_s": self._linking.code_ttl_s}
+
+    async def verify_phone(self, sid: str, data: Any) -> dict[str, Any]:
+        code = data.get("code") if isinstance(data, dict) else None
+        if not isinstance(code, str) or not 0 < len(code) <= 16:
+            return _refusal("invalid", "Send {code}.")
+        conversation, language = await self._conversation(sid)
+        if self._linking is None or conversation is None:
+            return _refusal("sms_unavailable", phrase("link_sms_unavailable", language))
+        try:
+            shown = await self._linking.verify(conversation, code)
+        except LinkError as exc:
+            refusal = _refusal(
+                exc.code, phrase(f"link_{exc.code}", language, attempts=exc.attempts_left)
+            )
+            if exc.attempts_left is not None:
+                refusal["attempts_left"] = exc.attempts_left
+            return refusal
+        return {"ok": True, "masked": shown}
+
+    async def _conversation(self, sid: str) -> tuple[ConversationInfo | None, str]:
+        session = await self.sio.get_session(sid)
+        conversation = await self._store.get_conversation(session["conversation_id"])
+        return conversation, conversation.language if conversation else self._default_language
 
     async def unknown_event(self, event: str, sid: str, *_: Any) -> dict[str, Any]:
         log.info("ignored unknown socket event", extra={"event": str(event)[:64]})

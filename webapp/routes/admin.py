@@ -15,11 +15,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.orm import AuditEvent, KbIngestJob
+from core.orm import (
+    AuditEvent,
+    Conversation,
+    DeliveryEvent,
+    KbIngestJob,
+    Message,
+    MessageMedia,
+)
 from rag.documents import SUPPORTED
 
 READ_CHUNK = 1024 * 1024
@@ -165,5 +172,113 @@ def build_router(
                 select(KbIngestJob).order_by(KbIngestJob.created_at.desc()).limit(50)
             )
             return JSONResponse(content={"jobs": [_job(j) for j in rows]})
+
+    @router.get("/conversations/{conversation_id}/messages")
+    async def transcript(
+        conversation_id: str, authorization: Annotated[str | None, Header()] = None
+    ) -> JSONResponse:
+        """A conversation as staff read it: every message on every channel, each reply's
+        delivery status and reports, and the pictures the patient sent. The read is audited."""
+        if denied := refused(authorization):
+            return denied
+        async with sessions() as session:
+            conversation = await session.get(Conversation, conversation_id[:32])
+            if conversation is None:
+                return _error(404, "not_found", "No such conversation.")
+            messages = list(
+                await session.scalars(
+                    select(Message)
+                    .where(Message.conversation_id == conversation.id)
+                    .order_by(Message.seq)
+                )
+            )
+            vendor_ids = [m.vendor_message_id for m in messages if m.direction == "outbound"]
+            reports: dict[str, list[dict[str, Any]]] = {}
+            for event in await session.scalars(
+                select(DeliveryEvent)
+                .where(DeliveryEvent.vendor_message_id.in_([v for v in vendor_ids if v]))
+                .order_by(DeliveryEvent.id)
+            ):
+                reports.setdefault(event.vendor_message_id, []).append(
+                    {
+                        "status": event.status,
+                        "error_code": event.error_code,
+                        "at": event.received_at.isoformat(),
+                    }
+                )
+            media: dict[str, list[dict[str, Any]]] = {}
+            for item in await session.scalars(
+                select(MessageMedia).where(MessageMedia.conversation_id == conversation.id)
+            ):
+                media.setdefault(item.message_id, []).append(
+                    {
+                        "id": item.id,
+                        "content_type": item.content_type,
+                        "size_bytes": item.size_bytes,
+                        "status": item.status,
+                        "reason": item.reason,
+                    }
+                )
+            session.add(
+                AuditEvent(
+                    actor="admin",
+                    action="conversation.transcript_read",
+                    patient_id=conversation.patient_id,
+                    conversation_id=conversation.id,
+                    detail={"messages": len(messages)},
+                )
+            )
+            await session.commit()
+        return JSONResponse(
+            content={
+                "conversation_id": conversation.id,
+                "needs_follow_up": conversation.needs_follow_up,
+                "messages": [
+                    {
+                        "id": m.id,
+                        "seq": m.seq,
+                        "channel": m.channel,
+                        "direction": m.direction,
+                        "sender": m.sender,
+                        "text": m.text,
+                        "status": m.status,
+                        "needs_follow_up": m.needs_follow_up,
+                        "segments": (m.meta or {}).get("segments"),
+                        "delivery": reports.get(m.vendor_message_id or "", []),
+                        "media": media.get(m.id, []),
+                        "created_at": m.created_at.isoformat(),
+                    }
+                    for m in messages
+                ],
+            }
+        )
+
+    @router.get("/media/{media_id}")
+    async def media_file(
+        media_id: str, authorization: Annotated[str | None, Header()] = None
+    ) -> Response:
+        """A picture a patient sent, for staff. Served as an attachment so a browser never
+        renders it in our origin."""
+        if denied := refused(authorization):
+            return denied
+        async with sessions() as session:
+            item = await session.get(MessageMedia, media_id[:32])
+            if item is None or item.status != "stored" or not item.stored_path:
+                return _error(404, "not_found", "No such picture.")
+            session.add(
+                AuditEvent(
+                    actor="admin",
+                    action="media.read",
+                    conversation_id=item.conversation_id,
+                    detail={"media_id": item.id},
+                )
+            )
+            await session.commit()
+        return FileResponse(
+            item.stored_path,
+            media_type=item.content_type,
+            filename=Path(item.stored_path).name,
+            content_disposition_type="attachment",
+        )
 
     return router

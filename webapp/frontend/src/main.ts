@@ -2,6 +2,8 @@ import { io } from 'socket.io-client';
 import { ChatController, MAX_MESSAGE_LENGTH, type ChatView, type ConnectionStatus } from './chat';
 import { format, pickLang, strings, type Strings } from './i18n';
 import { MessageList } from './messageList';
+import { PhoneLinkController } from './phoneLink';
+import { PhoneLinkPanel } from './phoneLinkView';
 import { browserStorage, PENDING_KEY } from './storage';
 import { newClientId } from './uuid';
 
@@ -10,6 +12,8 @@ import { newClientId } from './uuid';
 const ACK_TIMEOUT_MS = 30000;
 const NOTICE_MS = 8000;
 const RECONNECT_DELAY_MS = 5000;
+// link_phone texts a code before it acks (an SMS provider call); verify_phone is quick.
+const PHONE_ACK_TIMEOUT_MS = 20000;
 
 function byId<T extends HTMLElement>(id: string): T {
   const node = document.getElementById(id);
@@ -98,6 +102,25 @@ const chat = new ChatController({
   send: (message) => socket.timeout(ACK_TIMEOUT_MS).emitWithAck('user_message', message),
 });
 
+// "Continue by text message" (link a mobile number to this conversation).
+const phonePanel = new PhoneLinkPanel(byId('sms-link'), s, {
+  toggle: () => phoneLink.toggle(),
+  submitPhone: (raw) => phoneLink.submitPhone(raw),
+  submitCode: (raw) => phoneLink.submitCode(raw),
+  resend: () => phoneLink.resend(),
+  useAnotherNumber: () => phoneLink.useAnotherNumber(),
+  changeNumber: () => phoneLink.changeNumber(),
+  retry: () => phoneLink.retry(),
+});
+
+const phoneLink = new PhoneLinkController({
+  view: phonePanel,
+  strings: s,
+  isConnected: () => socket.connected,
+  linkPhone: (request) => socket.timeout(PHONE_ACK_TIMEOUT_MS).emitWithAck('link_phone', request),
+  verifyPhone: (request) => socket.timeout(PHONE_ACK_TIMEOUT_MS).emitWithAck('verify_phone', request),
+});
+
 const socket = io({
   path: '/socket.io',
   transports: ['websocket', 'polling'],
@@ -123,13 +146,17 @@ function reconnectLater(): void {
 socket.on('connect', () => chat.handleConnect());
 socket.on('disconnect', (reason) => {
   chat.handleDisconnect();
+  phoneLink.handleDisconnect();
   if (reason === 'io server disconnect') reconnectLater();
 });
 socket.on('connect_error', () => {
   view.setStatus('reconnecting');
   if (!socket.active) reconnectLater();
 });
-socket.on('session', (data: unknown) => chat.handleSession(data));
+socket.on('session', (data: unknown) => {
+  chat.handleSession(data);
+  phoneLink.handleSession(data);
+});
 socket.on('history', (data: unknown) => chat.handleHistory(data));
 socket.on('message', (data: unknown) => chat.handleMessage(data));
 socket.on('draft', (data: unknown) => chat.handleDraft(data));
@@ -166,6 +193,7 @@ input.addEventListener('input', updateCounter);
 
 updateCounter();
 chat.start();
+phoneLink.start();
 socket.connect();
 // Don't pop up the on-screen keyboard on phones before the patient asks for it.
 if (window.matchMedia('(pointer: fine)').matches) input.focus();

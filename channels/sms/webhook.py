@@ -1,0 +1,257 @@
+"""Twilio's Messaging webhooks: incoming messages and delivery status callbacks.
+
+Every request must carry a valid `X-Twilio-Signature` for the URL Twilio called
+(`PUBLIC_BASE_URL` + path), else 403. An incoming message is stored and acknowledged at once
+with empty TwiML; a worker answers it (channels/sms/tasks.py). Twilio retries a webhook that
+times out; the MessageSid makes the retry a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qsl
+
+import phonenumbers
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.contract import Channel, Inbound
+from bot.orchestrator import InvalidMessage, Orchestrator
+from bot.phrases import phrase
+from bot.store import ConversationStore, NewReply
+from channels.sms import records
+from channels.sms.keywords import classify, keyword_set
+from channels.sms.text import encoding, segments
+from channels.sms.twilio_api import STATUS_PATH, WEBHOOK_PATH, public_url, signature_valid
+from core.orm import AuditEvent
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+PROCESS_INBOUND = "sms.process_inbound"
+SEND = "sms.send"
+# Twilio's own limit for an incoming message is 1,600 characters; the form around it is small.
+MAX_FORM_BYTES = 64 * 1024
+MAX_MEDIA = 10  # Twilio delivers at most 10 media items per message
+
+
+def e164(number: str, region: str) -> str | None:
+    try:
+        parsed = phonenumbers.parse(number, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _twiml() -> Response:
+    return Response(EMPTY_TWIML, media_type="text/xml")
+
+
+def _refuse(status: int, reason: str) -> Response:
+    return Response(reason, status_code=status, media_type="text/plain")
+
+
+def build_router(
+    *,
+    settings: Settings,
+    orchestrator: Orchestrator,
+    store: ConversationStore,
+    engine: AsyncEngine,
+    enqueue: Any,
+) -> APIRouter:
+    router = APIRouter(prefix="/channels/sms", tags=["sms channel"], include_in_schema=False)
+    keywords = keyword_set(
+        settings.sms_extra_opt_out_keywords,
+        settings.sms_extra_opt_in_keywords,
+        settings.sms_extra_help_keywords,
+    )
+    standard = keyword_set()
+
+    async def signed_form(request: Request, path: str) -> dict[str, str] | Response:
+        if not settings.sms_enabled:
+            return _refuse(503, "SMS is not configured on this server.")
+        body = await _read_limited(request)
+        if body is None:
+            return _refuse(413, "Request body too large.")
+        try:
+            params = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError:
+            return _refuse(400, "The form must be UTF-8.")
+        url = public_url(settings, path, request.url.query)
+        signature = request.headers.get("x-twilio-signature", "")
+        if not signature_valid(settings, url, params, signature):
+            log.warning("refused an SMS webhook without a valid Twilio signature")
+            return _refuse(403, "Invalid or missing X-Twilio-Signature.")
+        if params.get("AccountSid") != settings.twilio_account_sid:
+            log.warning("refused an SMS webhook for another Twilio account")
+            return _refuse(403, "Unknown account.")
+        return params
+
+    @router.post("/twilio")
+    async def incoming(request: Request) -> Response:
+        params = await signed_form(request, WEBHOOK_PATH)
+        if isinstance(params, Response):
+            return params
+        message_sid = params.get("MessageSid") or params.get("SmsSid") or ""
+        sender = e164(params.get("From", ""), settings.default_phone_region)
+        if not message_sid or sender is None:
+            log.warning("ignored an SMS webhook without a MessageSid or a phone number")
+            return _twiml()
+        body = params.get("Body", "")
+        keyword = classify(body, keywords)
+        if keyword == "opt_in" and not await _opted_out(sender):
+            # "YES" or "START" from a number that never said STOP is an ordinary message
+            # (an answer to a question, a first hello).
+            keyword = None
+        inbound = Inbound(
+            channel=Channel.SMS,
+            sender_address=sender,
+            text=body,
+            vendor_message_id=message_sid,
+            vendor_ids={"message_sid": message_sid},
+            metadata=_metadata(params, keyword, sender),
+        )
+        try:
+            accepted = await orchestrator.accept(inbound, refuse_over_rate=False)
+        except InvalidMessage as exc:
+            # Blank (no text, no picture): nothing to store or answer.
+            log.info("ignored an SMS message", extra={"reason": exc.code})
+            return _twiml()
+        # Twilio retried: queue it again only if the first attempt never got queued.
+        if accepted.duplicate and await store.message_status(accepted.message.id) != "received":
+            return _twiml()
+        if keyword is not None:
+            await _keyword(accepted, keyword, body, standard_word=classify(body, standard))
+            return _twiml()
+        try:
+            await enqueue(PROCESS_INBOUND, accepted.message.id, sender)
+        except Exception:
+            # Stored as `received`; the worker picks such messages up when it starts.
+            log.exception("could not queue an SMS message for processing")
+        return _twiml()
+
+    async def _opted_out(address: str) -> bool:
+        async with engine.connect() as connection:
+            status = await connection.scalar(records.opted_out_query(address))
+        return bool(status == "opted_out")
+
+    async def _keyword(accepted: Any, kind: str, body: str, *, standard_word: str | None) -> None:
+        """STOP/START/HELP: recorded in our database and answered here, never by the dialogue."""
+        conversation, address = accepted.conversation, accepted.sender_address
+        language = accepted.language
+        async with engine.begin() as connection:
+            if kind in ("opt_out", "opt_in"):
+                await records.record_consent(
+                    connection,
+                    address=address,
+                    status="opted_out" if kind == "opt_out" else "opted_in",
+                    keyword=body.strip().upper()[:32],
+                    source="keyword",
+                    message_id=accepted.message.id,
+                )
+            await connection.execute(
+                insert(AuditEvent).values(
+                    actor="patient:sms",
+                    action=f"sms.{kind}",
+                    patient_id=conversation.patient_id,
+                    conversation_id=conversation.id,
+                    detail={"message_id": accepted.message.id},
+                )
+            )
+        await store.set_status(accepted.message.id, "keyword")
+        # Twilio answers its standard English words itself unless told otherwise; words it
+        # does not know (the Spanish ones) only we can confirm.
+        if standard_word is not None and not settings.sms_reply_to_standard_keywords:
+            return
+        key = {"opt_out": "sms_opted_out", "opt_in": "sms_opted_in", "help": "sms_help"}[kind]
+        text = phrase(
+            key,
+            language,
+            clinic=settings.clinic_name,
+            emergency_number=settings.emergency_number,
+        )
+        reply = NewReply(
+            text=text,
+            sender="system",
+            status="queued",
+            # The one message a number that just opted out still gets: the confirmation.
+            meta={
+                "to": address,
+                "segments": segments(text),
+                "encoding": encoding(text),
+                "consent_exempt": kind == "opt_out",
+            },
+        )
+        stored = await store.add_replies(
+            conversation=conversation,
+            channel=Channel.SMS,
+            in_reply_to=accepted.message.id,
+            language=language,
+            replies=[reply],
+        )
+        try:
+            await enqueue(SEND, [m.id for m in stored])
+        except Exception:
+            log.exception("could not queue a keyword reply")
+
+    @router.post("/twilio/status")
+    async def status_callback(request: Request) -> Response:
+        params = await signed_form(request, STATUS_PATH)
+        if isinstance(params, Response):
+            return params
+        vendor_id = params.get("MessageSid") or params.get("SmsSid")
+        status = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
+        if not vendor_id or status not in records.STATUS_RANK:
+            log.warning("ignored a delivery report without a message id or a known status")
+            return _twiml()
+        async with engine.begin() as connection:
+            await records.record_delivery_report(
+                connection,
+                vendor_id=vendor_id[:64],
+                status=status,
+                error_code=(params.get("ErrorCode") or None),
+            )
+        return _twiml()
+
+    return router
+
+
+def _metadata(params: dict[str, str], keyword: str | None, sender: str) -> dict[str, Any]:
+    media = []
+    try:
+        count = min(int(params.get("NumMedia", "0") or 0), MAX_MEDIA)
+    except ValueError:
+        count = 0
+    for index in range(count):
+        url = params.get(f"MediaUrl{index}")
+        if url:
+            media.append({"url": url, "content_type": params.get(f"MediaContentType{index}", "")})
+    # `from` lets a worker answer (or recover) the message without another look-up.
+    meta: dict[str, Any] = {"from": sender, "to": params.get("To", "")}
+    if media:
+        meta["media"] = media
+    if keyword:
+        meta["keyword"] = keyword
+    if params.get("NumSegments", "").isdigit():
+        meta["segments"] = int(params["NumSegments"])
+    return meta
+
+
+async def _read_limited(request: Request) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
