@@ -226,9 +226,7 @@ class Orchestrator:
             has_attachments=bool(inbound.metadata.get("media")),
         )
 
-    async def process_stored(
-        self, message_id: str, *, sender_address: str, payload: str | None = None
-    ) -> TurnResult | None:
+    async def process_stored(self, message_id: str) -> TurnResult | None:
         """Answer a message `accept` stored earlier (a worker's job). Runs once per message:
         None when it was already taken, as when a task is delivered twice."""
         claimed = await self._store.claim_inbound(message_id)
@@ -238,9 +236,10 @@ class Orchestrator:
             conversation=claimed.conversation,
             message=claimed.message,
             channel=claimed.channel,
-            sender_address=sender_address,
+            # The channel kept the sender's address with the message when it stored it.
+            sender_address=str(claimed.metadata.get("from", "")),
             language=claimed.language,
-            payload=payload or claimed.payload,
+            payload=claimed.payload,
             over_rate=bool(claimed.metadata.get("over_rate")),
             has_attachments=bool(claimed.metadata.get("media")),
         )

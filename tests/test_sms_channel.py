@@ -22,7 +22,7 @@ from bot.contract import Channel
 from bot.store import ConversationStore, NewReply
 from channels.sms.webhook import EMPTY_TWIML, SEND
 from core.db import make_async_engine, make_sessionmaker, make_sync_engine
-from core.orm import AuditEvent, Conversation, Message, MessageMedia, SmsConsent
+from core.orm import AuditEvent, Conversation, Escalation, Message, MessageMedia, SmsConsent
 from core.settings import Settings
 from core.tasks import make_celery
 from tests.fakes.twilio_server import FakeTwilio, inbound_sms_params, sign
@@ -237,6 +237,20 @@ async def test_buttons_become_numbered_options_answered_with_a_digit(lab: SmsLab
     await lab.text(phone, "1")
     answer = (await lab.wait_sent(phone, 2))[-1]["body"]
     assert "staff will follow up" in answer, answer
+
+
+async def test_an_emergency_by_text_gets_the_instructions_whole_and_a_case(lab: SmsLab) -> None:
+    phone = patient_number()
+    await lab.text(phone, "my dad collapsed and is not breathing")
+    sent = await lab.wait_sent(phone, 1)
+    assert "911" in sent[0]["body"], sent[0]["body"]
+    rows = lab.outbound(phone)
+    assert rows[0].meta.get("consent_exempt") is None and rows[0].sender == "bot"
+    with lab.engine.connect() as connection:
+        priority = connection.scalar(
+            select(Escalation.priority).where(Escalation.conversation_id == rows[0].conversation_id)
+        )
+    assert priority == "immediate"
 
 
 async def test_unicode_and_emoji_are_kept_and_replies_fit_sms(lab: SmsLab) -> None:

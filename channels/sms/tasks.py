@@ -61,13 +61,11 @@ def _twilio() -> Any:
 
 
 @celery_app.task(name=PROCESS_INBOUND)  # type: ignore[untyped-decorator]
-def process_inbound(message_id: str, sender_address: str) -> None:
+def process_inbound(message_id: str) -> None:
     engine = sync_engine()
     _store_media(engine, message_id)
     runtime = _runtime()
-    result = runtime.run(
-        runtime.services.orchestrator.process_stored(message_id, sender_address=sender_address)
-    )
+    result = runtime.run(runtime.services.orchestrator.process_stored(message_id))
     if result is None:
         log.info("SMS message already processed", extra={"message_id": message_id})
         return
@@ -329,7 +327,7 @@ def _recover_unqueued(**_: Any) -> None:
         engine = sync_engine()
         with engine.connect() as connection:
             stranded = connection.execute(
-                select(Message.id, Message.meta.label("meta"))
+                select(Message.id)
                 .where(Message.channel == "sms")
                 .where(Message.direction == "inbound")
                 .where(Message.status == "received")
@@ -338,8 +336,6 @@ def _recover_unqueued(**_: Any) -> None:
         log.exception("could not look for stranded SMS messages")
         return
     for row in stranded:
-        sender = (row.meta or {}).get("from")
-        if sender:
-            celery_app.send_task(PROCESS_INBOUND, args=[row.id, sender])
+        celery_app.send_task(PROCESS_INBOUND, args=[row.id])
     if stranded:
         log.info("queued stranded SMS messages", extra={"count": len(stranded)})

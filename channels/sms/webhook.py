@@ -130,7 +130,8 @@ def build_router(
             await _keyword(accepted, keyword, body, standard_word=classify(body, standard))
             return _twiml()
         try:
-            await enqueue(PROCESS_INBOUND, accepted.message.id, sender)
+            # Only the id travels through the broker; the number stays in the database.
+            await enqueue(PROCESS_INBOUND, accepted.message.id)
         except Exception:
             # Stored as `received`; the worker picks such messages up when it starts.
             log.exception("could not queue an SMS message for processing")
