@@ -124,7 +124,10 @@ def task_queue(settings: Settings) -> Callable[..., Awaitable[None]]:
 
 def _rate_limit_storage(settings: Settings) -> Storage:
     if settings.redis_url:
-        return RedisStorage(settings.redis_url.replace("redis://", "async+redis://", 1))
+        # limits defaults to the coredis client; redis-py is the one we install.
+        return RedisStorage(
+            settings.redis_url.replace("redis://", "async+redis://", 1), implementation="redispy"
+        )
     return MemoryStorage()
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import func, select
 
 from core.db import make_sync_engine
@@ -247,3 +248,32 @@ async def test_concurrent_senders_are_each_answered(live_settings: Settings) -> 
             )
         )
     assert all(r.status_code == 200 and r.json()["replies"] for r in responses)
+
+
+async def test_with_redis_the_rate_limit_is_shared_through_it(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    """Production sets REDIS_URL: the app must start with it and count senders there, so
+    several web processes share one limit."""
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/6").ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis not reachable: {type(exc).__name__}")
+    redis.Redis.from_url("redis://127.0.0.1:6379/6").flushdb()
+    settings = make_settings(
+        database_url=sqlite_url,
+        redis_url="redis://127.0.0.1:6379/6",
+        rate_limit_per_sender="2/minute",
+    )
+    sender = f"redis-{uuid.uuid4().hex[:8]}"
+    async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        statuses = [
+            (
+                await client.post(
+                    "/api/v1/messages", headers=AUTH, json={"sender_id": sender, "text": "hi"}
+                )
+            ).status_code
+            for _ in range(3)
+        ]
+    assert statuses == [200, 200, 429]
+    assert redis.Redis.from_url("redis://127.0.0.1:6379/6").keys("LIMITS*")

@@ -160,3 +160,40 @@ async def test_sms_is_off_until_configured(
     async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
         response = await client.post("/channels/sms/twilio", data={"Body": "hi"})
     assert response.status_code == 503 and "not configured" in response.text
+
+
+async def test_a_flood_is_stored_and_marked_not_refused(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    """Twilio would not resend a refused text, so one over the rate is kept (for the safety
+    layer and for staff) and marked; the worker does not run the dialogue on it."""
+    settings = make_settings(
+        database_url=sqlite_url,
+        public_base_url="https://clinic.example.org",
+        twilio_account_sid=ACCOUNT,
+        twilio_auth_token=TOKEN,
+        twilio_from_number="+15017122661",
+        rate_limit_per_sender="2/minute",
+    )
+    public = "https://clinic.example.org/channels/sms/twilio"
+    sender = "+12025550177"
+    async with running_app(settings) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        for body in ("one", "two", "three"):
+            params = inbound_sms_params(
+                account_sid=ACCOUNT, from_=sender, to="+15017122661", body=body
+            )
+            response = await client.post(
+                "/channels/sms/twilio",
+                data=params,
+                headers={"X-Twilio-Signature": sign(TOKEN, public, params)},
+            )
+            assert response.status_code == 200
+    with make_sync_engine(settings.database_url).connect() as connection:
+        rows = connection.execute(
+            select(Message.text, Message.meta.label("meta"))
+            .where(Message.text.in_(["one", "two", "three"]))
+            .order_by(Message.seq)
+        ).all()
+    mine = [r for r in rows if r.meta.get("from") == sender]
+    assert [r.text for r in mine] == ["one", "two", "three"]
+    assert [bool(r.meta.get("over_rate")) for r in mine] == [False, False, True]
