@@ -183,11 +183,15 @@ class Orchestrator:
             return await self._duplicate_result(accepted)
         return await self.process(accepted, stream=stream)
 
-    async def accept(self, inbound: Inbound, *, refuse_over_rate: bool = True) -> Accepted:
+    async def accept(
+        self, inbound: Inbound, *, refuse_over_rate: bool = True, deferred: bool = False
+    ) -> Accepted:
         """Validate and store one message; nothing answers it yet.
 
         A channel that cannot ask the sender to resend (SMS) passes `refuse_over_rate=False`:
-        a message over the rate is then stored and marked instead of refused."""
+        a message over the rate is then stored and marked instead of refused. A channel whose
+        messages a worker answers passes `deferred=True`: the language is detected there, off
+        the acknowledgement's path (it is most of its CPU)."""
         known = await self._store.find_conversation(
             channel=inbound.channel, address=inbound.sender_address
         )
@@ -202,7 +206,9 @@ class Orchestrator:
             over_rate = True
 
         understood = normalize_for_understanding(inbound.text)
-        language = self._language(inbound, understood, reply_language)
+        language = (
+            reply_language if deferred else self._language(inbound, understood, reply_language)
+        )
         conversation = known or await self._store.open_conversation(
             channel=inbound.channel, address=inbound.sender_address, language=language
         )
@@ -238,7 +244,11 @@ class Orchestrator:
             channel=claimed.channel,
             # The channel kept the sender's address with the message when it stored it.
             sender_address=str(claimed.metadata.get("from", "")),
-            language=claimed.language,
+            language=detect_language(
+                normalize_for_understanding(claimed.message.text),
+                supported=self._config.supported_languages,
+                fallback=claimed.language,
+            ),
             payload=claimed.payload,
             over_rate=bool(claimed.metadata.get("over_rate")),
             has_attachments=bool(claimed.metadata.get("media")),

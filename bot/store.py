@@ -306,6 +306,7 @@ class ConversationStore:
                     needs_follow_up=needs_follow_up,
                     processed_at=now,
                     dialogue_ms=dialogue_ms,
+                    language=language,
                 )
             )
             # Most turns change nothing on the conversation; its activity is in its messages.

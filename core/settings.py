@@ -96,6 +96,8 @@ class Settings(BaseSettings):
         default_factory=lambda: ["COMENZAR", "INICIAR", "REANUDAR"]
     )
     sms_extra_help_keywords: list[str] = Field(default_factory=lambda: ["AYUDA"])
+    # The language of the extra keywords: a patient who texts one is answered in it.
+    sms_extra_keywords_language: str = "es"
     sms_media_max_bytes: int = 5 * 1024 * 1024
     sms_media_types: list[str] = Field(
         default_factory=lambda: ["image/jpeg", "image/png", "image/gif", "image/heic", "image/webp"]

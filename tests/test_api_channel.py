@@ -207,7 +207,10 @@ async def test_adversarial_dev_set_never_gets_a_5xx_and_always_a_reply_or_a_clea
     engine = make_sync_engine(database_url)
     with engine.connect() as connection:
         failed = connection.scalar(
-            select(func.count()).select_from(Message).where(Message.status == "received")
+            select(func.count())
+            .select_from(Message)
+            .where(Message.channel == "api")  # other suites leave SMS for a worker they lack
+            .where(Message.status == "received")
         )
     engine.dispose()
     assert failed == 0  # every accepted message was processed, none left half-way

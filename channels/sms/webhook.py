@@ -118,7 +118,7 @@ def build_router(
             metadata=_metadata(params, keyword, sender),
         )
         try:
-            accepted = await orchestrator.accept(inbound, refuse_over_rate=False)
+            accepted = await orchestrator.accept(inbound, refuse_over_rate=False, deferred=True)
         except InvalidMessage as exc:
             # Blank (no text, no picture): nothing to store or answer.
             log.info("ignored an SMS message", extra={"reason": exc.code})
@@ -145,7 +145,12 @@ def build_router(
     async def _keyword(accepted: Any, kind: str, body: str, *, standard_word: str | None) -> None:
         """STOP/START/HELP: recorded in our database and answered here, never by the dialogue."""
         conversation, address = accepted.conversation, accepted.sender_address
+        # A word only the extra (Spanish) lists have says the language; a standard one does not.
         language = accepted.language
+        if standard_word is None and settings.sms_extra_keywords_language in (
+            settings.supported_languages
+        ):
+            language = settings.sms_extra_keywords_language
         async with engine.begin() as connection:
             if kind in ("opt_out", "opt_in"):
                 await records.record_consent(
