@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
-import threading
 import time
 import uuid
 from collections import deque
@@ -29,11 +27,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.fakes.threaded import ThreadedServer
 
 
 @dataclass(frozen=True)
@@ -81,8 +80,7 @@ class _FakeServer:
         self.default: Behaviour = Answer()
         self.requests: list[RecordedRequest] = []
         self._queue: deque[Behaviour] = deque()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._http = ThreadedServer(type(self).__name__)
         self._stopping = False
         self.port = 0
 
@@ -103,38 +101,20 @@ class _FakeServer:
 
     def start(self) -> Self:
         self._stopping = False
-        # Bind here, not in uvicorn, so the port is known and cannot be taken in between.
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        app = Starlette(
-            routes=[
-                Route(self.route_path, self._handle, methods=["POST"]),
-                Route("/{path:path}", self._unknown_path, methods=["GET", "POST"]),
-            ]
+        self._http.serve(
+            Starlette(
+                routes=[
+                    Route(self.route_path, self._handle, methods=["POST"]),
+                    Route("/{path:path}", self._unknown_path, methods=["GET", "POST"]),
+                ]
+            )
         )
-        config = uvicorn.Config(
-            app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
-        )
-        server = uvicorn.Server(config)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=type(self).__name__
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"{type(self).__name__} did not start")
-            time.sleep(0.01)
+        self.port = self._http.port
         return self
 
     def stop(self) -> None:
         self._stopping = True  # ends scripted hangs at once, so shutdown is quick
-        if self._server:
-            self._server.should_exit = True
-        if self._thread:
-            self._thread.join(timeout=10)
+        self._http.shutdown()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -54,9 +54,7 @@ import copy
 import hmac
 import re
 import secrets
-import socket
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -67,7 +65,6 @@ from urllib.parse import parse_qsl
 
 import httpx
 import phonenumbers
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -75,6 +72,8 @@ from starlette.routing import Route
 
 # twilio ships no py.typed; `unused-ignore` keeps this quiet once mypy is told to skip it.
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped, unused-ignore]
+
+from tests.fakes.threaded import ThreadedServer
 
 API_VERSION = "2010-04-01"
 FINAL_STATUSES = ("delivered", "undelivered", "failed")
@@ -275,8 +274,7 @@ class FakeTwilio:
         self._outcomes: dict[str, tuple[Outcome, str | None]] = {}
         self._media: dict[str, tuple[bytes, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._http = ThreadedServer("FakeTwilio")
 
     # -- control, from the test's side ---------------------------------------------------------
 
@@ -357,10 +355,6 @@ class FakeTwilio:
             return copy.deepcopy(self._by_sid[message_sid])
 
     def start(self) -> Self:
-        # Bind here, not in uvicorn, so the port is known and cannot be taken in between.
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
         prefix = f"/{API_VERSION}/Accounts/{{account_sid}}"
         app = Starlette(
             routes=[
@@ -374,28 +368,13 @@ class FakeTwilio:
                 Route("/{path:path}", self._unknown, methods=["GET", "POST", "DELETE"]),
             ]
         )
-        config = uvicorn.Config(
-            app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
-        )
-        server = uvicorn.Server(config)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="FakeTwilio"
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("FakeTwilio did not start")
-            time.sleep(0.01)
+        self._http.serve(app)
+        self.port = self._http.port
         return self
 
     def stop(self) -> None:
         # Pending lifecycles are cancelled with the loop when uvicorn's asyncio.run returns.
-        if self._server:
-            self._server.should_exit = True
-        if self._thread:
-            self._thread.join(timeout=10)
+        self._http.shutdown()
 
     def __enter__(self) -> Self:
         return self.start()
