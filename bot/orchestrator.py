@@ -244,10 +244,8 @@ class Orchestrator:
             channel=claimed.channel,
             # The channel kept the sender's address with the message when it stored it.
             sender_address=str(claimed.metadata.get("from", "")),
-            language=detect_language(
-                normalize_for_understanding(claimed.message.text),
-                supported=self._config.supported_languages,
-                fallback=claimed.language,
+            language=self._detected(
+                normalize_for_understanding(claimed.message.text), claimed.language
             ),
             payload=claimed.payload,
             over_rate=bool(claimed.metadata.get("over_rate")),
@@ -529,6 +527,9 @@ class Orchestrator:
         """The message's language: the channel's word for it, else detected, else the hint."""
         if inbound.language in self._config.supported_languages:
             return hint
+        return self._detected(understood, hint)
+
+    def _detected(self, understood: str, hint: str) -> str:
         return detect_language(
             understood, supported=self._config.supported_languages, fallback=hint
         )

@@ -37,9 +37,8 @@ def render(outbound: Outbound) -> Outbound:
 
 
 # "2", "2.", "#2", "option 2", "opción 2", "2)": a choice; "2 days" is an answer in words.
-_CHOICE = re.compile(
-    r"^\s*(?:(?:option|opci[oó]n|n[uú]mero|number)\s*)?#?\s*(\d{1,2})\s*[.)]?\s*$", re.I
-)
+# Matched against the lower-cased, stripped message as a whole.
+_CHOICE = re.compile(r"(?:(?:option|opci[oó]n|n[uú]mero|number)\s*)?#?\s*(\d{1,2})\s*[.)]?")
 
 
 def option_choice(text: str, count: int) -> int | None:

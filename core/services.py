@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Services:
-    settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     store: ConversationStore
@@ -96,7 +95,6 @@ def build_services(settings: Settings, *, knowledge_cold_wait_s: float = 3.0) ->
         delivery={Channel.SMS: sms_delivery},
     )
     return Services(
-        settings=settings,
         engine=engine,
         sessions=sessions,
         store=store,

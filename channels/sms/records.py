@@ -56,28 +56,7 @@ def consent_upsert(
     )
 
 
-async def record_consent(
-    connection: AsyncConnection,
-    *,
-    address: str,
-    status: str,
-    keyword: str | None,
-    source: str,
-    message_id: str | None,
-) -> None:
-    create, change = consent_upsert(address, status, keyword, source, message_id)
-    exists = await connection.scalar(
-        select(SmsConsent.address).where(SmsConsent.address == address)
-    )
-    try:
-        async with connection.begin_nested():
-            await connection.execute(change if exists else create)
-    except IntegrityError:
-        # Another STOP for the same number landed first.
-        await connection.execute(change)
-
-
-def record_consent_sync(
+def record_consent(
     connection: Connection,
     *,
     address: str,
@@ -87,11 +66,13 @@ def record_consent_sync(
     message_id: str | None,
 ) -> None:
     create, change = consent_upsert(address, status, keyword, source, message_id)
+    """Record a number's consent. The web app calls it through `AsyncConnection.run_sync`."""
     exists = connection.scalar(select(SmsConsent.address).where(SmsConsent.address == address))
     try:
         with connection.begin_nested():
             connection.execute(change if exists else create)
     except IntegrityError:
+        # Another STOP for the same number landed first.
         connection.execute(change)
 
 
@@ -102,19 +83,19 @@ def opted_out_query(address: str) -> Any:
 # --- delivery ------------------------------------------------------------------------------
 
 
-def surface_undelivered(message: Any, error_code: str | None, *, actor: str) -> list[Any]:
+def surface_undelivered(
+    message_id: str, conversation_id: str, status: str, error_code: str | None, *, actor: str
+) -> list[Any]:
     """Statements that put a reply the patient did not get in front of staff: the message and
     its conversation are flagged for follow-up, and the audit log says why."""
     return [
-        update(Message).where(Message.id == message.id).values(needs_follow_up=True),
-        update(Conversation)
-        .where(Conversation.id == message.conversation_id)
-        .values(needs_follow_up=True),
+        update(Message).where(Message.id == message_id).values(needs_follow_up=True),
+        update(Conversation).where(Conversation.id == conversation_id).values(needs_follow_up=True),
         insert(AuditEvent).values(
             actor=actor,
             action="sms.undelivered",
-            conversation_id=message.conversation_id,
-            detail={"message_id": message.id, "status": message.status, "error_code": error_code},
+            conversation_id=conversation_id,
+            detail={"message_id": message_id, "status": status, "error_code": error_code},
         ),
     ]
 
@@ -154,12 +135,9 @@ async def record_delivery_report(
         )
     )
     if status in UNDELIVERED:
-        flagged = _Row(message.id, message.conversation_id, status)
-        for statement in surface_undelivered(flagged, error_code, actor="twilio"):
+        flagged = surface_undelivered(
+            message.id, message.conversation_id, status, error_code, actor="twilio"
+        )
+        for statement in flagged:
             await connection.execute(statement)
     return status
-
-
-class _Row:
-    def __init__(self, id: str, conversation_id: str, status: str) -> None:
-        self.id, self.conversation_id, self.status = id, conversation_id, status

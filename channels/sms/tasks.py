@@ -23,10 +23,14 @@ from celery.signals import worker_ready
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
+from bot.contract import Channel, Outbound
+from bot.phrases import phrase
+from bot.store import ConversationStore
 from channels.sms import records
+from channels.sms.delivery import sms_delivery
 from channels.sms.twilio_api import SendError, Unsubscribed, make_client, send_sms
 from channels.sms.webhook import PROCESS_INBOUND, SEND
-from core.orm import AuditEvent, DeliveryEvent, Message, MessageMedia, new_id, utcnow
+from core.orm import AuditEvent, DeliveryEvent, Message, MessageMedia, utcnow
 from core.settings import get_settings
 from core.tasks import celery_app, sync_engine
 
@@ -70,9 +74,11 @@ def process_inbound(message_id: str) -> None:
         log.info("SMS message already processed", extra={"message_id": message_id})
         return
     queued = [r.id for r in result.replies]
-    refused = _refused_media_notice(engine, message_id)
-    if queued or refused:
-        celery_app.send_task(SEND, args=[queued + refused])
+    notice = _refusal_notice(engine, message_id)
+    if notice is not None:
+        queued += runtime.run(_store_notice(runtime.services.store, message_id, *notice))
+    if queued:
+        celery_app.send_task(SEND, args=[queued])
 
 
 @celery_app.task(name=SEND, bind=True)  # type: ignore[untyped-decorator]
@@ -112,7 +118,7 @@ def _send_one(engine: Engine, message_id: str) -> None:
     except Unsubscribed as exc:
         # Twilio (or the carrier) holds a STOP we had not seen: remember it as ours.
         with engine.begin() as connection:
-            records.record_consent_sync(
+            records.record_consent(
                 connection,
                 address=to,
                 status="opted_out",
@@ -146,8 +152,9 @@ def _send_one(engine: Engine, message_id: str) -> None:
             )
         )
         if status in records.UNDELIVERED:
-            message.status = status
-            for statement in records.surface_undelivered(message, error_code, actor="worker"):
+            for statement in records.surface_undelivered(
+                message.id, message.conversation_id, status, error_code, actor="worker"
+            ):
                 connection.execute(statement)
 
 
@@ -185,8 +192,9 @@ def _mark_failed(engine: Engine, message_id: str, error: str) -> None:
             .where(Message.id == message_id)
             .values(status="failed", meta={**(message.meta or {}), "error": error[:64]})
         )
-        message.status = "failed"
-        for statement in records.surface_undelivered(message, error[:16], actor="worker"):
+        for statement in records.surface_undelivered(
+            message_id, message.conversation_id, "failed", error[:16], actor="worker"
+        ):
             connection.execute(statement)
     log.warning("SMS could not be sent; flagged for staff", extra={"message_id": message_id})
 
@@ -270,54 +278,51 @@ def _fetch_one(settings: Any, folder: Path, url: str, content_type: str) -> dict
     return {**row, "status": "stored", "size_bytes": size, "sha256": sha, "stored_path": str(path)}
 
 
-def _refused_media_notice(engine: Engine, message_id: str) -> list[str]:
-    """Tell the patient once when a file they sent could not be kept."""
-    from bot.phrases import phrase
-    from channels.sms.text import encoding, segments
-
-    settings = get_settings()
-    with engine.begin() as connection:
-        refused = connection.execute(
+def _refusal_notice(engine: Engine, message_id: str) -> tuple[Outbound, str] | None:
+    """What to tell the patient, once, when a file they sent could not be kept, and where."""
+    with engine.connect() as connection:
+        reason = connection.scalar(
             select(MessageMedia.reason)
             .where(MessageMedia.message_id == message_id)
             .where(MessageMedia.status == "refused")
-        ).all()
-        if not refused:
-            return []
-        message = _load(engine, message_id)
-        assert message is not None
-        reason = {"too_large": "too large", "type_not_accepted": "file type not accepted"}.get(
-            str(refused[0].reason), "not accepted"
+            .limit(1)
         )
-        text = phrase(
-            "attachment_refused",
-            message.language or "en",
-            reason=reason,
-            max_mb=settings.sms_media_max_bytes // (1024 * 1024),
-        )
-        notice_id = connection.execute(
-            insert(Message)
-            .values(
-                id=new_id(),
-                conversation_id=message.conversation_id,
-                channel="sms",
-                direction="outbound",
-                sender="system",
-                text=text,
-                language=message.language,
-                buttons=[],
-                vendor_ids={},
-                meta={
-                    "to": (message.meta or {}).get("from") or "",
-                    "segments": segments(text),
-                    "encoding": encoding(text),
-                },
-                status="queued",
-                in_reply_to=message.id,
-            )
-            .returning(Message.id)
-        ).scalar_one()
-    return [str(notice_id)]
+    message = _load(engine, message_id)
+    if reason is None or message is None:
+        return None
+    language = message.language or "en"  # the turn just set it
+    text = phrase(
+        "attachment_refused",
+        language,
+        reason={"too_large": "too large", "type_not_accepted": "file type not accepted"}.get(
+            str(reason), "not accepted"
+        ),
+        max_mb=get_settings().sms_media_max_bytes // (1024 * 1024),
+    )
+    notice = Outbound(
+        conversation_id=message.conversation_id,
+        channel=Channel.SMS,
+        text=text,
+        language=language,
+        sender="system",
+        kind="system",
+    )
+    return notice, str((message.meta or {}).get("from", ""))
+
+
+async def _store_notice(
+    store: ConversationStore, in_reply_to: str, notice: Outbound, address: str
+) -> list[str]:
+    conversation = await store.get_conversation(notice.conversation_id)
+    assert conversation is not None
+    stored = await store.add_replies(
+        conversation=conversation,
+        channel=Channel.SMS,
+        in_reply_to=in_reply_to,
+        language=notice.language or conversation.language,
+        replies=sms_delivery(notice, address),
+    )
+    return [m.id for m in stored]
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]

@@ -9,6 +9,7 @@ times out; the MessageSid makes the retry a no-op.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -18,13 +19,13 @@ from fastapi.responses import Response
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.contract import Channel, Inbound
+from bot.contract import Channel, Inbound, Outbound
 from bot.orchestrator import InvalidMessage, Orchestrator
 from bot.phrases import phrase
-from bot.store import ConversationStore, NewReply
+from bot.store import ConversationStore
 from channels.sms import records
+from channels.sms.delivery import sms_delivery
 from channels.sms.keywords import classify, keyword_set
-from channels.sms.text import encoding, segments
 from channels.sms.twilio_api import STATUS_PATH, WEBHOOK_PATH, public_url, signature_valid
 from core.orm import AuditEvent
 from core.settings import Settings
@@ -153,8 +154,8 @@ def build_router(
             language = settings.sms_extra_keywords_language
         async with engine.begin() as connection:
             if kind in ("opt_out", "opt_in"):
-                await records.record_consent(
-                    connection,
+                await connection.run_sync(
+                    records.record_consent,
                     address=address,
                     status="opted_out" if kind == "opt_out" else "opted_in",
                     keyword=body.strip().upper()[:32],
@@ -182,24 +183,25 @@ def build_router(
             clinic=settings.clinic_name,
             emergency_number=settings.emergency_number,
         )
-        reply = NewReply(
+        confirmation = Outbound(
+            conversation_id=conversation.id,
+            channel=Channel.SMS,
             text=text,
+            language=language,
             sender="system",
-            status="queued",
-            # The one message a number that just opted out still gets: the confirmation.
-            meta={
-                "to": address,
-                "segments": segments(text),
-                "encoding": encoding(text),
-                "consent_exempt": kind == "opt_out",
-            },
+            kind="system",
         )
+        # The one message a number that just opted out still gets: the confirmation.
+        replies = [
+            replace(r, meta={**r.meta, "consent_exempt": kind == "opt_out"})
+            for r in sms_delivery(confirmation, address)
+        ]
         stored = await store.add_replies(
             conversation=conversation,
             channel=Channel.SMS,
             in_reply_to=accepted.message.id,
             language=language,
-            replies=[reply],
+            replies=replies,
         )
         try:
             await enqueue(SEND, [m.id for m in stored])
