@@ -16,13 +16,14 @@ APT_PACKAGES := chromium docker-compose build-essential cmake
 PYTHON310 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.10 2>/dev/null | head -1 | sed 's|$$|/bin/python3.10|') || command -v python3.10)
 PYTHON311 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.11 2>/dev/null | head -1 | sed 's|$$|/bin/python3.11|') || command -v python3.11)
 
-.PHONY: help run test lint lint-rules typecheck pytest bench-web bench-sms bench-safety bench-rag eval-nlu eval-safety eval-rag kb-index frontend-test train-clinical deps system-packages frontend train-rasa clean
+.PHONY: help run test lint lint-rules typecheck pytest bench-web bench-sms bench-escalation bench-safety bench-rag eval-nlu eval-safety eval-rag kb-index frontend-test train-clinical deps system-packages frontend train-rasa clean
 
 help:
 	@echo "make run    install everything, train what needs training, start the platform"
 	@echo "make test   install test dependencies and run the whole suite"
 	@echo "make bench-web   web channel benchmark (see docs/BENCHMARKS.md)"
 	@echo "make bench-sms   SMS webhook acknowledgement and end-to-end latency (needs Redis)"
+	@echo "make bench-escalation   patient<->staff latency with 200 open cases (needs Redis)"
 	@echo "make eval-nlu    NLU cross-validation (see docs/EVALUATION.md)"
 	@echo "make eval-safety safety and triage figures on the case sets (see docs/EVALUATION.md)"
 	@echo "make bench-safety   time the safety layer adds per message (see docs/BENCHMARKS.md)"
@@ -55,6 +56,9 @@ bench-web: deps $(RASA_MODEL) $(CHAT_PAGE)
 
 bench-sms: deps $(RASA_MODEL)
 	$(PY) scripts/bench_sms.py $(BENCH_ARGS)
+
+bench-escalation: deps
+	$(PY) scripts/bench_escalation.py --record $(BENCH_ARGS)
 
 # The starter knowledge base (kb/) into the app's index; unchanged files are skipped.
 kb-index: $(VENV)/.installed
@@ -125,7 +129,7 @@ $(FRONTEND)/node_modules/.installed: $(FRONTEND)/package.json $(FRONTEND)/packag
 	cd $(FRONTEND) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-$(CHAT_PAGE): $(FRONTEND)/node_modules/.installed $(shell find $(FRONTEND)/src $(FRONTEND)/index.html $(FRONTEND)/vite.config.ts -type f 2>/dev/null)
+$(CHAT_PAGE): $(FRONTEND)/node_modules/.installed $(shell find $(FRONTEND)/src $(FRONTEND)/index.html $(FRONTEND)/console.html $(FRONTEND)/vite.config.ts -type f 2>/dev/null)
 	@echo ">> building the chat page"
 	cd $(FRONTEND) && npm run --silent build
 	@touch $@

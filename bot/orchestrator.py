@@ -40,7 +40,14 @@ from bot.safety_replies import (
     safety_replies,
     start_protocol,
 )
-from bot.store import KEEP, ConversationInfo, ConversationStore, NewReply
+from bot.store import (
+    FEEDBACK_PAYLOADS,
+    KEEP,
+    ConversationInfo,
+    ConversationStore,
+    Deadlines,
+    NewReply,
+)
 from bot.text import clean_for_storage, is_blank, normalize_for_understanding
 from rag.answer import KnowledgeAnswer, decline_text
 
@@ -49,6 +56,10 @@ log = logging.getLogger(__name__)
 FollowUpHook = Callable[[str, str], Awaitable[None]]
 # (escalation id, priority): tells staff about a new or more urgent case.
 EscalationHook = Callable[[str, str], Awaitable[None]]
+# (message ids of one turn): copies a turn into the case channel while a case is active.
+RelayHook = Callable[[list[str]], Awaitable[None]]
+# Turns in a row the assistant could not answer before staff are asked to step in.
+UNANSWERED_LIMIT = 2
 # A button payload may force an intent, never set entities or slots.
 _INTENT_PAYLOAD = re.compile(r"^/[a-z_]{1,64}$")
 # Offered with every knowledge-base decline; Rasa's request_human takes it from there.
@@ -110,6 +121,7 @@ class OrchestratorConfig:
     max_message_chars: int
     rate_limit_per_sender: str
     resources: Resources = field(default_factory=Resources)
+    deadlines: Deadlines = field(default_factory=Deadlines)
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,8 @@ class _Turn:
     audits: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     # (priority, reason, rule ids, clinician summary)
     escalations: list[tuple[str, str, tuple[str, ...], str | None]] = field(default_factory=list)
+    # Whether the assistant answered (None: not the assistant's turn to, e.g. staff have it).
+    unanswered: bool | None = None
 
 
 class Orchestrator:
@@ -162,7 +176,9 @@ class Orchestrator:
         on_escalation: EscalationHook | None = None,
         knowledge: KnowledgeAnswers | None = None,
         delivery: dict[Channel, ReplyDelivery] | None = None,
+        on_relay: RelayHook | None = None,
     ) -> None:
+        self._on_relay = on_relay
         self._config = config
         self._delivery = delivery or {}
         self._knowledge = knowledge
@@ -317,7 +333,13 @@ class Orchestrator:
             triage=turn.triage,
             safety_protocol=turn.protocol,
             audits=turn.audits,
+            unanswered=turn.unanswered,
         )
+        if turn.unanswered and conversation.unanswered_streak + 1 >= UNANSWERED_LIMIT:
+            turn.escalations.append(("normal", "unanswered", (), None))
+        # A case open before this turn gets the turn copied to staff; a case this turn opens
+        # shows it on its card.
+        relay = self._on_relay is not None and bool(await self._store.active_case(conversation.id))
         for priority, reason, rule_ids, summary in turn.escalations:
             await self._escalate(conversation, priority, reason, rule_ids, summary)
         if turn.follow_up:
@@ -329,6 +351,12 @@ class Orchestrator:
             )
             if self._on_follow_up:
                 await self._on_follow_up(conversation.id, message.id)
+        if relay and self._on_relay is not None:
+            try:
+                await self._on_relay([message.id, *(r.id for r in stored_replies)])
+            except Exception:
+                # Stored; staff read the whole transcript in the case card and the console.
+                log.exception("could not queue the relay to staff")
         state = ConversationState(
             mode=before.mode,
             safety=safety if safety.level != "none" else before.safety,
@@ -373,11 +401,17 @@ class Orchestrator:
         if conversation.mode == "staff":
             turn.status = "relayed"
             return
+        if accepted.payload in FEEDBACK_PAYLOADS and await self._store.record_feedback(
+            conversation.id, accepted.payload
+        ):
+            turn.replies = [_Reply(phrase("feedback_thanks", language), kind="system")]
+            return
         if not understood:
             # A picture without words, or only invisible characters: nothing to understand,
             # but the patient deserves an answer.
             key = "attachment_received" if accepted.has_attachments else "rephrase"
             turn.replies = [_Reply(phrase(key, language))]
+            turn.unanswered = key == "rephrase"
             return
         if conversation.safety_protocol:
             self._protocol_turn(turn, conversation.safety_protocol, understood, language)
@@ -399,11 +433,16 @@ class Orchestrator:
             turn.status, turn.follow_up = "failed", True
             return
         turn.replies = []
+        turn.unanswered = False
         for reply in replies:
             if reply.text:
                 turn.replies.append(_Reply(reply.text, reply.buttons))
             if reply.custom and isinstance(reply.custom.get("triage"), dict):
                 self._triage_decided(turn, reply.custom["triage"])
+            if reply.custom and isinstance(reply.custom.get("escalate"), dict):
+                # The patient accepted a staff follow-up (action_request_staff).
+                turn.escalations.append(("normal", "request", (), None))
+                turn.audits.append(("case.requested_by_patient", {}))
             if reply.custom and isinstance(reply.custom.get("knowledge_question"), dict):
                 # The answer takes the place of the action's hand-over, in the dialogue's order.
                 await self._answer_question(turn, understood, language, accepted.channel, stream)
@@ -420,6 +459,7 @@ class Orchestrator:
         staff = (Button(_STAFF_BUTTON.get(language, _STAFF_BUTTON["en"]), "/request_human"),)
         if self._knowledge is None:
             turn.replies.append(_Reply(decline_text("weak_retrieval", language), staff))
+            turn.unanswered = True
             return
         try:
             answer = await self._knowledge.answer(
@@ -436,7 +476,9 @@ class Orchestrator:
                 await stream.reset()
             turn.replies.append(_Reply(decline_text("weak_retrieval", language), staff))
             turn.audits.append(("kb.failed", {"error": type(exc).__name__}))
+            turn.unanswered = True
             return
+        turn.unanswered = answer.declined is not None
         turn.replies.append(_Reply(answer.text, staff if answer.offer_staff else (), kind="answer"))
         turn.audits.append(("kb.answered", answer.audit()))
 
@@ -479,9 +521,11 @@ class Orchestrator:
                 {k: turn.triage[k] for k in ("disposition", "rule_ids", "ruleset_version")},
             )
         )
-        if disposition == "emergency":
+        if disposition in ("emergency", "urgent"):
+            # An urgent disposition needs a nurse's call today: staff see it as a case.
+            priority = "immediate" if disposition == "emergency" else "high"
             turn.escalations.append(
-                ("immediate", "triage", tuple(turn.triage["rule_ids"]), turn.triage["summary"])
+                (priority, "triage", tuple(turn.triage["rule_ids"]), turn.triage["summary"])
             )
 
     async def _escalate(
@@ -498,6 +542,7 @@ class Orchestrator:
             reason=reason,
             rule_ids=rule_ids,
             summary=summary,
+            deadlines=self._config.deadlines,
         )
         if changed and self._on_escalation:
             await self._on_escalation(case_id, priority)

@@ -103,6 +103,36 @@ PHRASES: dict[str, dict[str, str]] = {
         "es": "{code} es su código de {clinic} para continuar su conversación por mensaje de "
         "texto. Vence en {minutes} minutos. Si no lo pidió, ignore este mensaje.",
     },
+    # Staff escalation (escalation/cases.py). {staff} is how the clinic shows its staff.
+    "staff_joined": {
+        "en": "{staff} from {clinic} has joined the conversation and will answer you here.",
+        "es": "{staff} de {clinic} se unió a la conversación y le responderá aquí.",
+    },
+    "staff_handback": {
+        "en": "{staff} has finished and you are back with the virtual assistant. "
+        "What {staff} told you: {summary}",
+        "es": "{staff} terminó y vuelve a hablar con el asistente virtual. "
+        "Lo que {staff} le dijo: {summary}",
+    },
+    "staff_handback_nothing": {
+        "en": "You are back with the virtual assistant. How else can I help?",
+        "es": "Vuelve a hablar con el asistente virtual. ¿En qué más le puedo ayudar?",
+    },
+    "case_resolved_feedback": {
+        "en": "Our staff have closed your request. If you like, tell us how it went (optional).",
+        "es": "Nuestro personal cerró su solicitud. Si quiere, díganos cómo le fue (opcional).",
+    },
+    "feedback_good": {"en": "Good", "es": "Bien"},
+    "feedback_okay": {"en": "Okay", "es": "Regular"},
+    "feedback_poor": {"en": "Poor", "es": "Mal"},
+    "feedback_thanks": {
+        "en": "Thank you for telling us.",
+        "es": "Gracias por decírnoslo.",
+    },
+    "callback_requested": {
+        "en": "A member of our staff will call you back.",
+        "es": "Un miembro de nuestro personal le devolverá la llamada.",
+    },
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -37,6 +38,7 @@ class ConversationInfo:
     safety_rule_ids: tuple[str, ...]
     triage: dict[str, Any] | None
     safety_protocol: dict[str, Any] | None = None
+    unanswered_streak: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,28 @@ class ClaimedInbound:
 # Keeps a column as it is in `complete_turn` (None is a value there: "no protocol running").
 KEEP: Any = object()
 _PRIORITY_RANK = {"normal": 0, "high": 1, "immediate": 2}
+# A case staff are working on, or waiting to; handed back and resolved cases are closed.
+ACTIVE_CASE = ("open", "claimed")
+# The patient's answer to "how did it go?" after staff resolved their case.
+FEEDBACK_PAYLOADS = {"/feedback_good": "good", "/feedback_okay": "okay", "/feedback_poor": "poor"}
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Per priority, in seconds: when a case must be claimed (then supervisors are told), and
+    how often on-call staff are reminded until then."""
+
+    claim_s: dict[str, int] = field(
+        default_factory=lambda: {"immediate": 300, "high": 900, "normal": 3600}
+    )
+    renotify_s: dict[str, int] = field(
+        default_factory=lambda: {"immediate": 120, "high": 300, "normal": 900}
+    )
+
+
+def as_utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes for timezone-aware columns; they were stored in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _info(conversation: Conversation) -> ConversationInfo:
@@ -80,6 +104,7 @@ def _info(conversation: Conversation) -> ConversationInfo:
         safety_rule_ids=tuple(conversation.safety_rule_ids or ()),
         triage=conversation.triage,
         safety_protocol=conversation.safety_protocol,
+        unanswered_streak=conversation.unanswered_streak or 0,
     )
 
 
@@ -281,6 +306,7 @@ class ConversationStore:
         triage: dict[str, Any] | None = None,
         safety_protocol: Any = KEEP,
         audits: Sequence[tuple[str, dict[str, Any]]] = (),
+        unanswered: bool | None = None,
     ) -> list[StoredMessage]:
         """Store the replies to one inbound message, its decisions' audit records and the
         conversation's new state, and close the message's processing, atomically."""
@@ -322,6 +348,10 @@ class ConversationStore:
                 changes["triage"] = triage
             if safety_protocol is not KEEP:
                 changes["safety_protocol"] = safety_protocol
+            if unanswered:
+                changes["unanswered_streak"] = Conversation.unanswered_streak + 1
+            elif unanswered is False and conversation.unanswered_streak:
+                changes["unanswered_streak"] = 0
             if changes:
                 await session.execute(
                     update(Conversation)
@@ -354,14 +384,19 @@ class ConversationStore:
         reason: str,
         rule_ids: tuple[str, ...] | list[str],
         summary: str | None = None,
+        deadlines: Deadlines | None = None,
     ) -> tuple[str, bool]:
-        """Open a case for staff, or raise the open one's priority. Returns the case id and
+        """Open a case for staff, or raise the active one's priority. Returns the case id and
         whether staff need telling (a new case, or a higher priority)."""
+        deadlines = deadlines or Deadlines()
+        now = utcnow()
+        due_at = now + timedelta(seconds=deadlines.claim_s[priority])
+        notify_at = now + timedelta(seconds=deadlines.renotify_s[priority])
         async with self._sessions() as session, session.begin():
             case = await session.scalar(
                 select(Escalation)
                 .where(Escalation.conversation_id == conversation.id)
-                .where(Escalation.status != "resolved")
+                .where(Escalation.status.in_(ACTIVE_CASE))
                 .order_by(Escalation.created_at.desc())
                 .limit(1)
             )
@@ -375,6 +410,9 @@ class ConversationStore:
                     rule_ids=list(rule_ids),
                     summary=summary,
                     status="open",
+                    due_at=due_at,
+                    next_notify_at=notify_at,
+                    notify_count=0,
                 )
                 session.add(case)
                 changed = True
@@ -383,6 +421,10 @@ class ConversationStore:
                 if changed:
                     case.priority = priority
                     case.reason = reason
+                    if case.status == "open":
+                        # Graver now: the shorter deadline applies from this moment.
+                        case.due_at = min(as_utc(case.due_at or due_at), due_at)
+                        case.next_notify_at = notify_at
                 case.rule_ids = list(dict.fromkeys([*case.rule_ids, *rule_ids]))
                 if summary:
                     case.summary = summary
@@ -402,6 +444,43 @@ class ConversationStore:
             )
             await session.flush()
             return case.id, changed
+
+    async def active_case(self, conversation_id: str) -> str | None:
+        async with self._sessions() as session:
+            return await session.scalar(
+                select(Escalation.id)
+                .where(Escalation.conversation_id == conversation_id)
+                .where(Escalation.status.in_(ACTIVE_CASE))
+                .limit(1)
+            )
+
+    async def record_feedback(self, conversation_id: str, payload: str) -> bool:
+        """The patient's answer to the feedback question of their latest resolved case."""
+        choice = FEEDBACK_PAYLOADS.get(payload)
+        if choice is None:
+            return False
+        async with self._sessions() as session, session.begin():
+            case = await session.scalar(
+                select(Escalation)
+                .where(Escalation.conversation_id == conversation_id)
+                .where(Escalation.status == "resolved")
+                .where(Escalation.feedback.is_(None))
+                .order_by(Escalation.resolved_at.desc())
+                .limit(1)
+            )
+            if case is None:
+                return False
+            case.feedback = choice
+            session.add(
+                AuditEvent(
+                    actor="patient",
+                    action="case.feedback",
+                    patient_id=case.patient_id,
+                    conversation_id=conversation_id,
+                    detail={"escalation_id": case.id, "feedback": choice},
+                )
+            )
+        return True
 
     async def open_escalations(self, conversation_id: str) -> list[dict[str, Any]]:
         async with self._sessions() as session:

@@ -85,6 +85,8 @@ class Conversation(Base):
     # The crisis follow-up in progress (C-SSRS screener step and answers), None when none is.
     safety_protocol: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     needs_follow_up: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Consecutive turns the assistant could not answer; two in a row open a case for staff.
+    unanswered_streak: Mapped[int] = mapped_column(Integer, default=0)
     # Set when a verified link joined this conversation's patient to another: the story goes on
     # in that conversation, this one stays as it was for the record.
     merged_into: Mapped[str | None] = mapped_column(String(32))
@@ -124,8 +126,12 @@ class Message(Base):
 
 
 class Escalation(Base):
-    """A case for clinic staff. One open case per conversation; a later, graver reason raises
-    its priority instead of opening another."""
+    """A case for clinic staff. One active case (open or claimed) per conversation; a later,
+    graver reason raises its priority instead of opening another. A case handed back to the bot
+    or resolved is closed: the next reason opens a new one.
+
+    status: open (waiting for staff) -> claimed (a staff member has the conversation, the bot is
+    quiet) -> handed_back (the bot has the conversation again) | resolved."""
 
     __tablename__ = "escalations"
     __table_args__ = (Index("ix_escalations_status_priority", "status", "priority"),)
@@ -136,12 +142,32 @@ class Escalation(Base):
     )
     patient_id: Mapped[str] = mapped_column(String(32), index=True)
     priority: Mapped[str] = mapped_column(String(16))  # immediate | high | normal
-    reason: Mapped[str] = mapped_column(String(32))  # emergency | crisis | triage | request
+    # emergency | crisis | triage | request | unanswered
+    reason: Mapped[str] = mapped_column(String(32))
     rule_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     summary: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="open")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Routing: a claim is due by `due_at` (then supervisors are told); on-call staff are
+    # reminded at `next_notify_at` while nobody has claimed it.
+    due_at: Mapped[datetime | None] = mapped_column()
+    next_notify_at: Mapped[datetime | None] = mapped_column()
+    notify_count: Mapped[int] = mapped_column(Integer, default=0)
+    supervisor_notified_at: Mapped[datetime | None] = mapped_column()
+    # Who has it: a Mattermost user id ("mattermost:<id>") or a console name ("console:<name>").
+    claimed_by_id: Mapped[str | None] = mapped_column(String(64))
+    claimed_by_name: Mapped[str | None] = mapped_column(String(128))
+    claimed_at: Mapped[datetime | None] = mapped_column()
+    handed_back_at: Mapped[datetime | None] = mapped_column()
+    resolved_at: Mapped[datetime | None] = mapped_column()
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
+    feedback: Mapped[str | None] = mapped_column(String(16))  # good | okay | poor
+    # The staff tool's case channel and case card (Mattermost channel id and post id).
+    staff_channel_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    staff_card_id: Mapped[str | None] = mapped_column(String(64))
+    # The patient's call ended before staff answered and no text could reach them.
+    callback_requested: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class KbIngestJob(Base):

@@ -19,11 +19,20 @@ from bot.orchestrator import EscalationHook, FollowUpHook, Orchestrator, Orchest
 from bot.rasa_client import RasaClient
 from bot.safety import RuleBasedSafety
 from bot.safety_replies import Resources
-from bot.store import ConversationStore
+from bot.store import ConversationStore, Deadlines
 from channels.sms.delivery import sms_delivery
+from channels.sms.webhook import SEND as SMS_SEND
 from core.db import make_async_engine, make_sessionmaker
 from core.settings import Settings
-from core.tasks import FLAG_FOR_FOLLOW_UP, INGEST_UPLOAD, NOTIFY_STAFF, make_celery
+from core.tasks import (
+    CASE_EVENT,
+    FLAG_FOR_FOLLOW_UP,
+    INGEST_UPLOAD,
+    NOTIFY_STAFF,
+    RELAY_TO_STAFF,
+    make_celery,
+)
+from escalation.cases import CaseConfig, CaseService
 from rag.service import KnowledgeService
 
 log = logging.getLogger(__name__)
@@ -39,6 +48,7 @@ class Services:
     safety: RuleBasedSafety
     knowledge: KnowledgeService
     orchestrator: Orchestrator
+    cases: CaseService
     redis: Any | None
     enqueue: Callable[..., Awaitable[None]]
 
@@ -84,6 +94,10 @@ def build_services(settings: Settings, *, knowledge_cold_wait_s: float = 3.0) ->
             max_message_chars=settings.max_message_chars,
             rate_limit_per_sender=settings.rate_limit_per_sender,
             resources=resources(settings),
+            deadlines=Deadlines(
+                claim_s=dict(settings.escalation_supervisor_s),
+                renotify_s=dict(settings.escalation_renotify_s),
+            ),
         ),
         store=store,
         safety=safety,
@@ -93,6 +107,20 @@ def build_services(settings: Settings, *, knowledge_cold_wait_s: float = 3.0) ->
         on_escalation=_escalation_hook(enqueue),
         knowledge=knowledge,
         delivery={Channel.SMS: sms_delivery},
+        on_relay=_relay_hook(enqueue) if settings.mattermost_enabled else None,
+    )
+    cases = CaseService(
+        sessions,
+        config=CaseConfig(
+            clinic_name=settings.clinic_name,
+            sms_enabled=settings.sms_enabled,
+            recent_messages=settings.escalation_recent_messages,
+        ),
+        enqueue=enqueue,
+        fitters={Channel.SMS: sms_delivery},
+        sms_send_task=SMS_SEND,
+        on_case_event=_case_event_hook(enqueue) if settings.mattermost_enabled else None,
+        interrupt_dialogue=lambda conversation_id: rasa.interrupt(conversation_id=conversation_id),
     )
     return Services(
         engine=engine,
@@ -103,6 +131,7 @@ def build_services(settings: Settings, *, knowledge_cold_wait_s: float = 3.0) ->
         safety=safety,
         knowledge=knowledge,
         orchestrator=orchestrator,
+        cases=cases,
         redis=redis,
         enqueue=enqueue,
     )
@@ -149,6 +178,22 @@ def _escalation_hook(enqueue: Callable[..., Awaitable[None]]) -> EscalationHook:
         except Exception:
             # The case is stored; staff tools list open cases even if the queue is down.
             log.exception("could not queue the staff notification")
+
+    return queue
+
+
+def _relay_hook(enqueue: Callable[..., Awaitable[None]]) -> Callable[[list[str]], Awaitable[None]]:
+    async def queue(message_ids: list[str]) -> None:
+        await enqueue(RELAY_TO_STAFF, message_ids, priority=7)
+
+    return queue
+
+
+def _case_event_hook(
+    enqueue: Callable[..., Awaitable[None]],
+) -> Callable[[str, str, dict[str, Any]], Awaitable[None]]:
+    async def queue(case_id: str, event: str, detail: dict[str, Any]) -> None:
+        await enqueue(CASE_EVENT, case_id, event, detail)
 
     return queue
 

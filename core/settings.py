@@ -112,6 +112,33 @@ class Settings(BaseSettings):
     # Signs one-time codes (HMAC); the embedded default is generated once under DATA_DIR.
     secret_key: SecretStr | None = None
 
+    # Staff escalation (escalation/). Cases always appear in the admin console (/console);
+    # with MATTERMOST_URL and MATTERMOST_BOT_TOKEN each case also gets a private Mattermost
+    # channel in MATTERMOST_TEAM (docs/MATTERMOST.md; `python -m escalation.bootstrap` sets it up).
+    mattermost_url: str | None = None
+    mattermost_bot_token: SecretStr | None = None
+    mattermost_team: str = "clinic"
+    # The on-call roster is whoever is a member of this channel; supervisors are told about
+    # cases nobody claimed in time.
+    mattermost_oncall_channel: str = "on-call"
+    mattermost_supervisor_channel: str = "supervisors"
+    # Token(s) Mattermost sends with the /case slash command and outgoing webhooks.
+    mattermost_slash_token: SecretStr | None = None
+    mattermost_outgoing_token: SecretStr | None = None
+    # Per priority: remind on-call staff every N seconds while a case is unclaimed; tell the
+    # supervisors once it has waited this long (its claim deadline).
+    escalation_renotify_s: dict[str, int] = Field(
+        default_factory=lambda: {"immediate": 120, "high": 300, "normal": 900}
+    )
+    escalation_supervisor_s: dict[str, int] = Field(
+        default_factory=lambda: {"immediate": 300, "high": 900, "normal": 3600}
+    )
+    escalation_check_interval_s: float = 30.0
+    # How staff are shown to patients: "first_name_role" (Dana, Nurse), "role" (Nurse),
+    # "clinic" (the clinic's name only).
+    staff_display: Literal["first_name_role", "role", "clinic"] = "first_name_role"
+    escalation_recent_messages: int = 10
+
     max_message_chars: int = 4000
     max_request_bytes: int = 64 * 1024
     rate_limit_per_sender: str = "30/minute"
@@ -126,6 +153,10 @@ class Settings(BaseSettings):
             and (self.twilio_messaging_service_sid or self.twilio_from_number)
             and self.public_base_url
         )
+
+    @property
+    def mattermost_enabled(self) -> bool:
+        return bool(self.mattermost_url and self.mattermost_bot_token)
 
     def secret(self) -> bytes:
         """The server's secret: SECRET_KEY, else one generated once and kept under DATA_DIR."""
@@ -151,6 +182,14 @@ class Settings(BaseSettings):
             )
         if self.environment == "production" and self.database_url.startswith("sqlite"):
             raise ValueError("DATABASE_URL must point to PostgreSQL in production")
+        for name in ("escalation_renotify_s", "escalation_supervisor_s"):
+            delays = getattr(self, name)
+            if set(delays) != {"immediate", "high", "normal"} or min(delays.values()) <= 0:
+                raise ValueError(
+                    f"{name.upper()} needs a positive number of seconds for each of "
+                    "immediate, high and normal, e.g. "
+                    '{"immediate": 120, "high": 300, "normal": 900}'
+                )
         if self.default_language not in self.supported_languages:
             raise ValueError("DEFAULT_LANGUAGE must be one of SUPPORTED_LANGUAGES")
         return self

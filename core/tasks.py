@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 FLAG_FOR_FOLLOW_UP = "follow_up.flag_conversation"
 NOTIFY_STAFF = "escalation.notify_staff"
+CHECK_UNCLAIMED = "escalation.check_unclaimed"
+RELAY_TO_STAFF = "escalation.relay_to_staff"
+CASE_EVENT = "escalation.case_event"
 INGEST_UPLOAD = "kb.ingest_upload"
 
 
@@ -35,8 +38,16 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        # Channel tasks register themselves on this app; the worker imports them at start.
-        include=["channels.sms.tasks"],
+        # Channel and escalation tasks register themselves on this app; the worker imports
+        # them at start.
+        include=["channels.sms.tasks", "escalation.tasks"],
+        beat_schedule={
+            # Reminds on-call staff of unclaimed cases and raises overdue ones to supervisors.
+            "escalation-check-unclaimed": {
+                "task": CHECK_UNCLAIMED,
+                "schedule": settings.escalation_check_interval_s,
+            }
+        },
     )
     return app
 
@@ -53,8 +64,7 @@ def sync_engine() -> Engine:
 def flag_conversation_for_follow_up(conversation_id: str, message_id: str) -> None:
     """Put a conversation whose message the assistant could not answer on the staff work list.
 
-    Escalation to Mattermost builds on this; until then the admin console lists flagged
-    conversations."""
+    The admin console lists flagged conversations; two unanswered turns in a row open a case."""
     with sync_engine().begin() as connection:
         connection.execute(
             update(Conversation)
@@ -70,24 +80,6 @@ def flag_conversation_for_follow_up(conversation_id: str, message_id: str) -> No
             )
         )
     log.info("conversation flagged for staff follow-up", extra={"conversation_id": conversation_id})
-
-
-@celery_app.task(name=NOTIFY_STAFF)  # type: ignore[untyped-decorator]
-def notify_staff_of_escalation(escalation_id: str, priority: str) -> None:
-    """Tell clinic staff about a new or more urgent case.
-
-    The case itself is already stored (escalations table, visible to staff tools); this task is
-    where the Mattermost case channel is opened once that integration lands. It records that the
-    notification was dispatched so an audit shows when staff were told."""
-    with sync_engine().begin() as connection:
-        connection.execute(
-            insert(AuditEvent).values(
-                actor="worker",
-                action="escalation.notification_dispatched",
-                detail={"escalation_id": escalation_id, "priority": priority},
-            )
-        )
-    log.info("staff notified of escalation", extra={"escalation_id": escalation_id})
 
 
 @lru_cache(maxsize=1)

@@ -25,15 +25,17 @@ STARTUP_TIMEOUT_S = 300
 
 
 def local_secrets() -> dict[str, str]:
-    """A generated API token kept in var/local.env, so `make run` needs no setup."""
+    """Generated API and admin tokens kept in var/local.env, so `make run` needs no setup."""
     values: dict[str, str] = {}
     if LOCAL_ENV.exists():
         for line in LOCAL_ENV.read_text().splitlines():
             key, _, value = line.partition("=")
             if key and not key.startswith("#"):
                 values[key.strip()] = value.strip()
-    if "API_TOKEN" not in values:
-        values["API_TOKEN"] = secrets.token_urlsafe(32)
+    missing = [k for k in ("API_TOKEN", "ADMIN_TOKEN") if k not in values]
+    for key in missing:
+        values[key] = secrets.token_urlsafe(32)
+    if missing:
         LOCAL_ENV.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
         LOCAL_ENV.chmod(0o600)
     return values
@@ -107,7 +109,21 @@ def commands(env: dict[str, str]) -> dict[str, tuple[list[str], dict[str, str]]]
             rasa_env,
         ),
         "worker": (
-            [celery, "-A", "core.tasks", "worker", "--pool", "solo", "--loglevel", "INFO"],
+            # --beat: the same process runs the periodic check that reminds staff of
+            # unclaimed cases (production runs beat as its own service).
+            [
+                celery,
+                "-A",
+                "core.tasks",
+                "worker",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "INFO",
+                "--beat",
+                "--schedule",
+                str(VAR / "celerybeat-schedule"),
+            ],
             env,
         ),
         "web": (
@@ -208,6 +224,7 @@ def main() -> int:
         print(
             f"\n\n   Clinic assistant is running: {url}\n"
             f"   API: POST {url}/api/v1/messages (token in var/local.env)\n"
+            f"   Staff console: {url}/console (ADMIN_TOKEN in var/local.env)\n"
             f"   Logs: var/log/   Stop: Ctrl-C\n",
             flush=True,
         )

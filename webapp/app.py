@@ -31,7 +31,11 @@ from core import migrate
 from core.logging import configure_logging
 from core.services import build_services, ingest_hook
 from core.settings import Settings, get_settings
+from escalation.listener import StaffDirectory, StaffListener, StaffPosts
+from escalation.mattermost import gateway_for
+from escalation.routes import build_router as mattermost_router
 from webapp.routes.admin import build_router as admin_router
+from webapp.routes.cases import build_router as cases_router
 from webapp.routes.health import build_router as health_router
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,10 @@ class SecurityHeaders(BaseHTTPMiddleware):
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("X-Frame-Options", "DENY")
         return response
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value else None
 
 
 def create_app(settings: Settings | None = None) -> Any:
@@ -88,6 +96,15 @@ def create_app(settings: Settings | None = None) -> Any:
         redis_url=settings.redis_url,
         linking=linking,
     )
+    services.cases.live = web_chat.push
+    listener = None
+    gateway = gateway_for(settings)
+    if gateway is not None:
+        directory = StaffDirectory(
+            gateway, policy=settings.staff_display, clinic_name=settings.clinic_name
+        )
+        staff_posts = StaffPosts(gateway, services.cases, directory)
+        listener = StaffListener(gateway, staff_posts)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -97,7 +114,12 @@ def create_app(settings: Settings | None = None) -> Any:
         # garbage collection, which otherwise rescans it and stalls requests for milliseconds.
         gc.freeze()
         preload = asyncio.create_task(knowledge.preload()) if settings.kb_preload else None
+        # Staff posts in Mattermost case channels reach patients through this process.
+        listening = asyncio.create_task(listener.run()) if listener else None
         yield
+        if listener is not None and listening is not None:
+            listener.stop()
+            listening.cancel()
         if preload is not None:
             preload.cancel()
         await services.aclose()
@@ -158,6 +180,26 @@ def create_app(settings: Settings | None = None) -> Any:
         )
     )
 
+    api.include_router(
+        cases_router(
+            cases=services.cases,
+            admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
+            staff_display=settings.staff_display,
+            clinic_name=settings.clinic_name,
+        )
+    )
+    if gateway is not None:
+        api.include_router(
+            mattermost_router(
+                cases=services.cases,
+                directory=directory,
+                posts=staff_posts,
+                secret=settings.secret(),
+                slash_token=_secret(settings.mattermost_slash_token),
+                outgoing_token=_secret(settings.mattermost_outgoing_token),
+            )
+        )
+
     @api.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(
@@ -182,6 +224,13 @@ def create_app(settings: Settings | None = None) -> Any:
         @api.get("/", include_in_schema=False)
         async def chat_page() -> FileResponse:
             return FileResponse(STATIC_DIR / "index.html")
+
+        @api.get("/console", include_in_schema=False)
+        async def console_page() -> Response:
+            page = STATIC_DIR / "console.html"
+            if not page.exists():
+                return PlainTextResponse("The console is not built: run `make frontend`.", 503)
+            return FileResponse(page)
     else:
 
         @api.get("/", include_in_schema=False)
@@ -191,6 +240,8 @@ def create_app(settings: Settings | None = None) -> Any:
             )
 
     api.state.orchestrator = orchestrator
+    api.state.cases = services.cases
+    api.state.staff_listener = listener
     api.state.store = store
     api.state.web_chat = web_chat
     return socketio.ASGIApp(web_chat.sio, other_asgi_app=api, socketio_path="socket.io")

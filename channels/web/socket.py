@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 import socketio
@@ -150,6 +151,12 @@ class WebChat:
             await self.sio.emit("message", result.inbound.as_dict(), room=room, skip_sid=sid)
             await self._send(result.replies, room=room)
         return {"ok": True, "message": result.inbound.as_dict()}
+
+    async def push(self, conversation_id: str, messages: Sequence[StoredMessage]) -> None:
+        """Show messages that did not come from this page's own turn (a staff member's reply)
+        on every open page of the conversation, in any web process (Redis manager)."""
+        for message in messages:
+            await self.sio.emit("message", message.as_dict(), room=conversation_id)
 
     async def link_phone(self, sid: str, data: Any) -> dict[str, Any]:
         """Send a one-time code to the phone the patient typed (see bot/linking.py)."""

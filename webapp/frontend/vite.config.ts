@@ -1,6 +1,11 @@
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
-// The built page is served by the Python server from webapp/static/.
+const page = (name: string) => fileURLToPath(new URL(name, import.meta.url));
+
+// The built pages are served by the Python server from webapp/static/:
+// index.html (the patient chat, at /) and console.html (the staff console for cases, at
+// /console). Both reference their assets absolutely, under /assets/.
 export default defineConfig({
   base: '/',
   build: {
@@ -10,11 +15,19 @@ export default defineConfig({
     assetsInlineLimit: 0,
     modulePreload: { polyfill: false },
     sourcemap: false,
+    rolldownOptions: {
+      input: {
+        index: page('./index.html'),
+        console: page('./console.html'),
+      },
+    },
   },
   server: {
-    // `npm run dev`: forward the socket.io endpoint to a locally running chat server.
+    // `npm run dev`: forward the socket.io endpoint and the admin API to a locally running
+    // server. The console is at http://localhost:5173/console.
     proxy: {
       '/socket.io': { target: 'http://127.0.0.1:8000', ws: true },
+      '/admin/api': { target: 'http://127.0.0.1:8000' },
     },
   },
   test: {
