@@ -402,6 +402,9 @@ class CaseService:
         )
         if outcome.delivery == "not_sent" and outcome.notice:
             await self._event(case, "not_sent", {"notice": outcome.notice})
+        elif post_id is None and outcome.delivery in ("sent", "queued"):
+            # Written in the console: colleagues following the case in Mattermost see it too.
+            await self._event(case, "console_reply", {"by": staff.name, "text": body[:1000]})
         return outcome
 
     async def hand_back(self, case_id: str, staff: Staff) -> CaseView:

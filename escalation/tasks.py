@@ -246,6 +246,7 @@ _EVENT_TEXT = {
     "handed_back": ":robot_face: {by} handed the conversation back to the assistant.",
     "resolved": ":ballot_box_with_check: Resolved by {by}. The patient was asked for feedback.",
     "not_sent": ":warning: {notice}",
+    "console_reply": "**{by}** (staff console) to the patient: {text}",
 }
 
 
@@ -269,7 +270,11 @@ def case_event(self: Any, case_id: str, event: str, detail: dict[str, Any]) -> N
                 gw.patch(case.staff_card_id, message=card["message"], props=card["props"])
         template = _EVENT_TEXT.get(event)
         if template:
-            text = template.format(by=detail.get("by", "staff"), notice=detail.get("notice", ""))
+            text = template.format(
+                by=detail.get("by", "staff"),
+                notice=detail.get("notice", ""),
+                text=detail.get("text", ""),
+            )
             gw.post(case.staff_channel_id, text, dedupe_key=f"{case_id}-{event}-{self.request.id}")
     except StaffToolError as exc:
         _retry(self, exc)

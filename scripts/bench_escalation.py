@@ -247,14 +247,54 @@ async def measure(args: argparse.Namespace, url: str, fake: FakeMattermost, engi
         if pause > 0:
             await asyncio.sleep(pause)
 
+    progress(f"burst: all {args.cases} patients write at once, then the nurse in every channel")
+    burst = await burst_phase(patients, channels, fake, nurse, nurse_inbox)
     for task in tasks:
         task.cancel()
     for patient in patients:
         await patient.sio.disconnect()
-    return results, lost
+    return results, lost, burst
 
 
-def summarize(results: dict[str, list[float]], lost: int, cases: int) -> dict[str, Any]:
+async def burst_phase(
+    patients: list[Patient],
+    channels: list[str],
+    fake: FakeMattermost,
+    nurse: dict[str, Any],
+    nurse_inbox: Inbox,
+) -> dict[str, list[float]]:
+    """Every open case active in the same second: the worst a clinic's morning looks like."""
+    marks = [f"bench-burst-p-{uuid.uuid4().hex[:12]}" for _ in patients]
+    t0 = time.perf_counter()
+    await asyncio.gather(
+        *(
+            p.sio.emit("user_message", {"client_id": uuid.uuid4().hex, "text": f"{m} help"})
+            for p, m in zip(patients, marks, strict=True)
+        )
+    )
+    arrived = await asyncio.gather(*(arrival(nurse_inbox.seen, m, 60) for m in marks))
+    to_staff = [(at - t0) * 1000 for at in arrived if at is not None]
+
+    replies = [f"bench-burst-s-{uuid.uuid4().hex[:12]}" for _ in patients]
+    t1 = time.perf_counter()
+    # Eight staff clients posting at once, as a busy team would.
+    limit = asyncio.Semaphore(8)
+
+    async def post(channel_id: str, mark: str) -> None:
+        async with limit:
+            await asyncio.to_thread(fake.user_posts, nurse["id"], channel_id, f"{mark} ok")
+
+    await asyncio.gather(*(post(c, m) for c, m in zip(channels, replies, strict=True)))
+    got = await asyncio.gather(
+        *(arrival(p.seen, m, 60) for p, m in zip(patients, replies, strict=True))
+    )
+    to_patient = [(at - t1) * 1000 for at in got if at is not None]
+    return {"p2s": to_staff, "s2p": to_patient}
+
+
+def summarize(
+    results: dict[str, list[float]], lost: int, cases: int, burst: dict[str, list[float]]
+) -> dict[str, Any]:
     p2s, p2s_base = percentiles(results["p2s"]), percentiles(results["p2s_base"])
     s2p, s2p_base = percentiles(results["s2p"]), percentiles(results["s2p_base"])
 
@@ -276,6 +316,10 @@ def summarize(results: dict[str, list[float]], lost: int, cases: int) -> dict[st
         "staff_to_patient_vs_baseline_p95": ratio(s2p["p95_ms"], s2p_base["p95_ms"]),
         "lost": lost,
         "goal_met": goal,
+        # Not part of the goal: every case active in the same second.
+        "burst_patient_to_staff_p95_ms": percentiles(burst["p2s"])["p95_ms"],
+        "burst_staff_to_patient_p95_ms": percentiles(burst["s2p"])["p95_ms"],
+        "burst_lost": 2 * cases - len(burst["p2s"]) - len(burst["s2p"]),
     }
 
 
@@ -297,6 +341,10 @@ def record(result: dict[str, Any], args: argparse.Namespace) -> None:
             "",
             f"Lost: {result['lost']}. Goal (both p95 < {GOAL_P95_MS:.0f} ms): "
             f"{'met' if result['goal_met'] else 'not met'}.",
+            "",
+            f"Burst (all {args.cases} cases active in the same second; no goal): patient → "
+            f"case channel p95 {result['burst_patient_to_staff_p95_ms']} ms, staff → patient "
+            f"p95 {result['burst_staff_to_patient_p95_ms']} ms, lost {result['burst_lost']}.",
         ]
     )
     write_section(ROOT / "docs" / "BENCHMARKS.md", "bench-escalation", body)
@@ -343,8 +391,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 raise SystemExit("!! the platform did not connect to Mattermost's websocket")
             time.sleep(0.1)
         engine = make_sync_engine(database_url)
-        results, lost = asyncio.run(measure(args, url, fake, engine))
-        return summarize(results, lost, args.cases)
+        results, lost, burst = asyncio.run(measure(args, url, fake, engine))
+        return summarize(results, lost, args.cases, burst)
 
 
 def main() -> int:

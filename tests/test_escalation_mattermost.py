@@ -44,6 +44,7 @@ pytestmark = pytest.mark.rasa
 
 SLASH_TOKEN = "slash-token-0123456789abcdef"
 OUTGOING_TOKEN = "outgoing-token-0123456789abcdef"
+ADMIN_TOKEN = "admin-token-mattermost-lab-0123456789"
 
 
 @dataclass
@@ -188,6 +189,7 @@ async def lab(
         mattermost_bot_token=fake_mm.bot_token,
         mattermost_slash_token=SLASH_TOKEN,
         mattermost_outgoing_token=OUTGOING_TOKEN,
+        admin_token=ADMIN_TOKEN,
     )
     fake_mm.register_command("case", f"http://127.0.0.1:{port}{COMMAND_PATH}", token=SLASH_TOKEN)
     with celery_worker(settings, data_dir / "worker.log", mm_env(settings)):
@@ -541,4 +543,44 @@ async def test_a_staff_attachment_reaches_the_patient_as_a_link(lab: Lab) -> Non
         lab.mm.public_links = True
     await until(lambda: "exercises" in tab.messages[-1]["text"], "the text without the file")
     assert "/files/" not in tab.messages[-1]["text"]
+    await tab.sio.disconnect()
+
+
+async def test_a_case_worked_from_the_console_shows_in_mattermost_too(lab: Lab) -> None:
+    tab = ChatClient()
+    await tab.connect(lab.url)
+    conversation_id = tab.session["conversation_id"]
+    await ask_for_a_person(tab)
+    case, channel_id = await lab.case_channel(conversation_id)
+    console = {
+        "Authorization": f"Bearer {ADMIN_TOKEN}",
+        "X-Staff-Name": "Dana Reyes",
+        "X-Staff-Role": "Nurse",
+    }
+    claimed = await lab.client.post(f"/admin/api/v1/cases/{case.id}/claim", headers=console)
+    assert claimed.status_code == 200
+    sent = await lab.client.post(
+        f"/admin/api/v1/cases/{case.id}/reply", headers=console, json={"text": "Hello from Dana."}
+    )
+    assert sent.json()["delivery"] == "sent"
+    await until(
+        lambda: any(
+            "Dana Reyes** (staff console) to the patient: Hello from Dana." in p["message"]
+            for p in lab.posts(channel_id)
+        ),
+        "the console reply in the case channel",
+    )
+    await until(
+        lambda: "Claimed by Dana Reyes" in lab.mm.get_post(str(case.staff_card_id))["message"],
+        "the card showing who has the case",
+    )
+    # In Mattermost, the nurse who did not claim it is told so and nothing reaches the patient.
+    await lab.staff_post(lab.staff.nurse, channel_id, "I can take this one.")
+    await until(
+        lambda: any("Dana Reyes has this case" in p["message"] for p in lab.posts(channel_id)),
+        "the notice to the other nurse",
+    )
+    assert [m.text for m in lab.messages(conversation_id, "staff")] == [
+        "Dana (Nurse): Hello from Dana."
+    ]
     await tab.sio.disconnect()
