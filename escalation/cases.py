@@ -364,6 +364,10 @@ class CaseService:
         if len(body) > 4000:
             raise CaseError("too_long", "That message is too long (4,000 characters at most).")
         case = await self.get(case_id)
+        vendor_id = f"staff:{post_id}" if post_id else None
+        # Seen before (a redelivery, a catch-up after a restart): whatever the case is now.
+        if vendor_id and (existing := await self._by_vendor_id(case, vendor_id)):
+            return ReplyOutcome(existing, "duplicate")
         if case.status != "claimed":
             raise CaseError(
                 "not_claimed" if case.status == "open" else "closed",
@@ -376,9 +380,6 @@ class CaseService:
                 "claimed",
                 f"{case.claimed_by} has this case: your message was not sent to the patient.",
             )
-        vendor_id = f"staff:{post_id}" if post_id else None
-        if vendor_id and (existing := await self._by_vendor_id(case, vendor_id)):
-            return ReplyOutcome(existing, "duplicate")
         route = await self._route(case)
         outcome = await self._send(
             case,

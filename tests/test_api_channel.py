@@ -187,6 +187,7 @@ async def test_adversarial_dev_set_never_gets_a_5xx_and_always_a_reply_or_a_clea
         pytest.skip(f"the shared adversarial set is not at {EVAL}")
     rows = [json.loads(line) for line in EVAL.read_text(encoding="utf-8").splitlines()]
     sender = _sender()
+    conversations: set[str] = set()
     async with (
         running_app(live_settings) as (url, _),
         httpx.AsyncClient(base_url=url, timeout=15) as client,
@@ -202,6 +203,7 @@ async def test_adversarial_dev_set_never_gets_a_5xx_and_always_a_reply_or_a_clea
             assert response.status_code < 500, row["id"]
             if response.status_code == 200:
                 assert response.json()["replies"], row["id"]
+                conversations.add(response.json()["conversation_id"])
             else:
                 assert response.json()["error"]["message"], row["id"]
     engine = make_sync_engine(database_url)
@@ -209,7 +211,8 @@ async def test_adversarial_dev_set_never_gets_a_5xx_and_always_a_reply_or_a_clea
         failed = connection.scalar(
             select(func.count())
             .select_from(Message)
-            .where(Message.channel == "api")  # other suites leave SMS for a worker they lack
+            # This test's own messages: other tests store some on purpose and never answer them.
+            .where(Message.conversation_id.in_(conversations))
             .where(Message.status == "received")
         )
     engine.dispose()
