@@ -33,6 +33,8 @@ from mattermostdriver.exceptions import (  # type: ignore[import-untyped, unused
     ResourceNotFound,
 )
 
+from escalation import mattermost
+
 ONCALL_CHANNEL = "on-call"
 SUPERVISOR_CHANNEL = "supervisors"
 BOT_USERNAME = "clinic-assistant"
@@ -117,25 +119,10 @@ class Result:
 
 def driver_options(url: str, token: str) -> dict[str, Any]:
     """mattermostdriver's connection options from a URL like http://mattermost:8065."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BootstrapError(
-            f"--url must be Mattermost's address with its scheme, e.g. http://mattermost:8065 or "
-            f"https://chat.clinic.example (got {url!r})."
-        )
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return mattermost.driver_options(url, token, timeout_s=30)
     except ValueError as exc:
-        raise BootstrapError(f"--url has an invalid port: {url!r}.") from exc
-    return {
-        "url": parts.hostname,
-        "scheme": parts.scheme,
-        "port": port,
-        "token": token,
-        # Mattermost served under a path (https://example.org/chat) keeps that path.
-        "basepath": parts.path.rstrip("/") + "/api/v4",
-        "request_timeout": 30,
-    }
+        raise BootstrapError(str(exc).replace("MATTERMOST_URL", "--url (MATTERMOST_URL)")) from None
 
 
 class Bootstrap:

@@ -45,16 +45,26 @@ def gateway_for(settings: Settings) -> MattermostGateway | None:
 
 
 def driver_options(url: str, token: str, *, timeout_s: float = 10.0) -> dict[str, Any]:
-    """mattermostdriver wants scheme, host and port apart; clinics configure one URL."""
-    parts = urlsplit(url if "://" in url else f"https://{url}")
-    scheme = parts.scheme or "https"
+    """mattermostdriver wants scheme, host and port apart; clinics configure one URL, such as
+    http://mattermost:8065 or https://chat.clinic.example/mm (a path is kept)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            "MATTERMOST_URL must be Mattermost's address with its scheme, e.g. "
+            f"http://mattermost:8065 or https://chat.clinic.example (got {url!r})."
+        )
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ValueError(f"MATTERMOST_URL has an invalid port: {url!r}.") from None
     return {
-        "url": parts.hostname or "localhost",
-        "scheme": scheme,
-        "port": parts.port or (443 if scheme == "https" else 80),
-        "basepath": (parts.path.rstrip("/") or "") + "/api/v4",
+        "url": parts.hostname,
+        "scheme": parts.scheme,
+        "port": port,
+        "basepath": parts.path.rstrip("/") + "/api/v4",
         "token": token,
         "verify": True,
+        # The HTTP timeout; the driver's `timeout` is the websocket's heartbeat interval.
         "request_timeout": timeout_s,
         "timeout": 30,
         "keepalive": False,
