@@ -129,10 +129,6 @@ PHRASES: dict[str, dict[str, str]] = {
         "en": "Thank you for telling us.",
         "es": "Gracias por decírnoslo.",
     },
-    "callback_requested": {
-        "en": "A member of our staff will call you back.",
-        "es": "Un miembro de nuestro personal le devolverá la llamada.",
-    },
 }
 
 

@@ -68,7 +68,7 @@ class ClaimedInbound:
 
 # Keeps a column as it is in `complete_turn` (None is a value there: "no protocol running").
 KEEP: Any = object()
-_PRIORITY_RANK = {"normal": 0, "high": 1, "immediate": 2}
+PRIORITY_RANK = {"normal": 0, "high": 1, "immediate": 2}
 # A case staff are working on, or waiting to; handed back and resolved cases are closed.
 ACTIVE_CASE = ("open", "claimed")
 # The patient's answer to "how did it go?" after staff resolved their case.
@@ -417,7 +417,7 @@ class ConversationStore:
                 session.add(case)
                 changed = True
             else:
-                changed = _PRIORITY_RANK[priority] > _PRIORITY_RANK.get(case.priority, 0)
+                changed = PRIORITY_RANK[priority] > PRIORITY_RANK.get(case.priority, 0)
                 if changed:
                     case.priority = priority
                     case.reason = reason

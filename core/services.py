@@ -15,7 +15,13 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.contract import Channel
-from bot.orchestrator import EscalationHook, FollowUpHook, Orchestrator, OrchestratorConfig
+from bot.orchestrator import (
+    EscalationHook,
+    FollowUpHook,
+    Orchestrator,
+    OrchestratorConfig,
+    ReplyDelivery,
+)
 from bot.rasa_client import RasaClient
 from bot.safety import RuleBasedSafety
 from bot.safety_replies import Resources
@@ -87,6 +93,9 @@ def build_services(settings: Settings, *, knowledge_cold_wait_s: float = 3.0) ->
         redis = aioredis.from_url(settings.redis_url)
     knowledge = KnowledgeService(settings, redis=redis, cold_wait_s=knowledge_cold_wait_s)
     enqueue = task_queue(settings)
+    # Channels whose replies are stored fitted and queued for a sender (SMS): the dialogue's
+    # replies and staff messages alike.
+    deliveries: dict[Channel, ReplyDelivery] = {Channel.SMS: sms_delivery}
     orchestrator = Orchestrator(
         config=OrchestratorConfig(
             supported_languages=settings.supported_languages,
@@ -106,7 +115,7 @@ def build_services(settings: Settings, *, knowledge_cold_wait_s: float = 3.0) ->
         on_follow_up=_follow_up_hook(enqueue),
         on_escalation=_escalation_hook(enqueue),
         knowledge=knowledge,
-        delivery={Channel.SMS: sms_delivery},
+        delivery=deliveries,
         on_relay=_relay_hook(enqueue) if settings.mattermost_enabled else None,
     )
     cases = CaseService(
@@ -114,10 +123,9 @@ def build_services(settings: Settings, *, knowledge_cold_wait_s: float = 3.0) ->
         config=CaseConfig(
             clinic_name=settings.clinic_name,
             sms_enabled=settings.sms_enabled,
-            recent_messages=settings.escalation_recent_messages,
         ),
         enqueue=enqueue,
-        fitters={Channel.SMS: sms_delivery},
+        fitters=deliveries,
         sms_send_task=SMS_SEND,
         on_case_event=_case_event_hook(enqueue) if settings.mattermost_enabled else None,
         interrupt_dialogue=lambda conversation_id: rasa.interrupt(conversation_id=conversation_id),

@@ -34,7 +34,7 @@ _DISPOSITIONS = {
     "self_care": "self-care at home",
 }
 _PRIORITY_COLORS = {"immediate": "#d0021b", "high": "#f5a623", "normal": "#4a90e2"}
-_SENDERS = {"patient": "Patient", "bot": "Assistant", "staff": "Staff", "system": "System"}
+SENDER_LABELS = {"patient": "Patient", "bot": "Assistant", "staff": "Staff", "system": "System"}
 
 
 @lru_cache(maxsize=1)
@@ -106,7 +106,7 @@ def verify(secret: bytes, context: Any) -> tuple[str, str] | None:
 def transcript_lines(messages: Sequence[dict[str, Any]], *, limit: int) -> str:
     lines = []
     for message in list(messages)[-limit:]:
-        who = _SENDERS.get(str(message.get("sender")), "?")
+        who = SENDER_LABELS.get(str(message.get("sender")), "?")
         text = " ".join(str(message.get("text", "")).split())
         lines.append(f"> **{who}:** {text[:300]}")
     return "\n".join(lines)

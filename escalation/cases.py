@@ -23,8 +23,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.contract import Button, Channel, Outbound, StoredMessage
+from bot.orchestrator import ReplyDelivery
 from bot.phrases import phrase
-from bot.store import ACTIVE_CASE, FEEDBACK_PAYLOADS, NewReply, as_utc, stored
+from bot.store import ACTIVE_CASE, FEEDBACK_PAYLOADS, PRIORITY_RANK, NewReply, as_utc, stored
 from core.orm import (
     AuditEvent,
     ChannelIdentity,
@@ -38,15 +39,11 @@ from escalation.card import clinician_summary, patient_summary
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ACTIVE_CASE
-PRIORITY_ORDER = {"immediate": 0, "high": 1, "normal": 2}
 Delivery = Literal["sent", "queued", "not_sent", "duplicate"]
 # (conversation id, messages): shows staff messages live on the patient's open web pages.
 LivePush = Callable[[str, Sequence[StoredMessage]], Awaitable[None]]
 # (case id, event, detail): tells the staff tool (Mattermost) that a case changed.
 CaseEventHook = Callable[[str, str, dict[str, Any]], Awaitable[None]]
-# How a channel that sends later (SMS) stores a message: fitted, queued, addressed.
-Fitter = Callable[[Outbound, str], list[NewReply]]
 
 
 class CaseError(Exception):
@@ -149,7 +146,6 @@ class ReplyOutcome:
 class CaseConfig:
     clinic_name: str = "the clinic"
     sms_enabled: bool = False
-    recent_messages: int = 10
 
 
 @dataclass
@@ -212,7 +208,7 @@ class CaseService:
         *,
         config: CaseConfig,
         enqueue: Callable[..., Awaitable[None]],
-        fitters: dict[Channel, Fitter],
+        fitters: dict[Channel, ReplyDelivery],
         sms_send_task: str,
         live: LivePush | None = None,
         on_case_event: CaseEventHook | None = None,
@@ -235,7 +231,7 @@ class CaseService:
                 Conversation, Conversation.id == Escalation.conversation_id
             )
             if active_only:
-                query = query.where(Escalation.status.in_(ACTIVE))
+                query = query.where(Escalation.status.in_(ACTIVE_CASE))
             rows = (
                 await session.execute(query.order_by(Escalation.created_at.desc()).limit(limit))
             ).all()
@@ -243,9 +239,9 @@ class CaseService:
         # Waiting cases first, most urgent first, oldest first within a priority.
         views.sort(
             key=lambda v: (
-                v.status not in ACTIVE,
+                v.status not in ACTIVE_CASE,
                 v.status != "open",
-                PRIORITY_ORDER.get(v.priority, 3),
+                -PRIORITY_RANK.get(v.priority, -1),
                 as_utc(v.created_at),
             )
         )
@@ -305,7 +301,7 @@ class CaseService:
                 return case_view(case, await self._conversation(session, case))
             if case.status == "claimed":
                 raise CaseError("claimed", f"{case.claimed_by_name} has already claimed this case.")
-            if case.status not in ACTIVE:
+            if case.status not in ACTIVE_CASE:
                 raise CaseError("closed", "This case is closed.")
             # Only one claim wins when two staff press Claim at the same moment.
             won = await session.execute(
@@ -411,7 +407,7 @@ class CaseService:
     async def hand_back(self, case_id: str, staff: Staff) -> CaseView:
         async with self._sessions() as session, session.begin():
             case = await self._locked(session, case_id)
-            if case.status not in ACTIVE:
+            if case.status not in ACTIVE_CASE:
                 raise CaseError("closed", "This case is closed.")
             if case.status == "claimed" and case.claimed_by_id != staff.id:
                 # Only the person talking with the patient knows the talk is done; a

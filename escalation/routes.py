@@ -123,8 +123,6 @@ def build_router(
         verb = {"hand": "handback", "hand-back": "handback", "close": "resolve"}.get(
             verb.lower(), verb.lower()
         )
-        if verb == "hand" and rest.lower().startswith("back"):
-            verb = "handback"
         case = await cases.by_staff_channel(form.get("channel_id", ""))
         if case is None or verb not in ("claim", "handback", "resolve", "reply", "status"):
             text = COMMAND_HELP

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from bot.store import as_utc
+from bot.store import ACTIVE_CASE, as_utc
 from core.orm import AuditEvent, Conversation, Escalation, Message, utcnow
 from core.settings import Settings, get_settings
 from core.tasks import (
@@ -28,8 +28,8 @@ from core.tasks import (
     celery_app,
     sync_engine,
 )
-from escalation.card import case_card
-from escalation.cases import ACTIVE, CaseView, case_view
+from escalation.card import SENDER_LABELS, case_card
+from escalation.cases import CaseView, case_view
 from escalation.mattermost import (
     MattermostGateway,
     StaffToolError,
@@ -40,7 +40,6 @@ from escalation.mattermost import (
 log = logging.getLogger(__name__)
 
 ACTION_PATH = "/escalation/mattermost/actions"
-_SENDERS = {"patient": "Patient", "bot": "Assistant", "staff": "Staff", "system": "System"}
 
 
 @lru_cache(maxsize=1)
@@ -83,6 +82,11 @@ def _mentions(gw: MattermostGateway, channel_id: str) -> list[str]:
     rank = {"online": 0, "away": 1, "dnd": 2, "offline": 3}
     ordered = sorted(members, key=lambda m: (rank.get(statuses.get(m, "offline"), 3), names[m]))
     return [f"@{names[m]} ({statuses.get(m, 'offline')})" for m in ordered if m in names]
+
+
+def _mention_line(mentions: list[str]) -> str:
+    """The @names alone, for a reminder (the card shows each one's presence too)."""
+    return " ".join(m.split(" ")[0] for m in mentions)
 
 
 def _action_url(settings: Settings) -> str | None:
@@ -141,7 +145,7 @@ def open_case_in_staff_tool(
             gw.post(
                 channel_id,
                 f":rotating_light: Priority is now **{view.priority}** ({view.reason}). "
-                + " ".join(m.split(" ")[0] for m in mentions),
+                + _mention_line(mentions),
             )
             card_id = case.staff_card_id
         else:
@@ -196,7 +200,7 @@ def relay_to_staff(self: Any, message_ids: list[str]) -> None:
             case = session.scalar(
                 select(Escalation)
                 .where(Escalation.conversation_id == messages[0].conversation_id)
-                .where(Escalation.status.in_(ACTIVE))
+                .where(Escalation.status.in_(ACTIVE_CASE))
                 .order_by(Escalation.created_at.desc())
                 .limit(1)
             )
@@ -207,7 +211,7 @@ def relay_to_staff(self: Any, message_ids: list[str]) -> None:
             open_case_in_staff_tool(sync_engine(), get_settings(), gw, case.id)
             return
         for message in messages:
-            who = _SENDERS.get(message.sender, message.sender)
+            who = SENDER_LABELS.get(message.sender, message.sender)
             suffix = (
                 f" _({message.channel}, {message.status})_"
                 if message.status
@@ -376,7 +380,7 @@ def _tell_staff(
         if supervisors:
             supervisors_channel = gw.supervisor_channel_id()
             gw.add_members(channel_id, gw.members(supervisors_channel))
-            mentions = " ".join(m.split(" ")[0] for m in _mentions(gw, supervisors_channel))
+            mentions = _mention_line(_mentions(gw, supervisors_channel))
             gw.post(
                 supervisors_channel,
                 f":rotating_light: {view.priority.upper()} case {view.id[:8]} ({view.reason}) "
@@ -384,7 +388,7 @@ def _tell_staff(
                 f"~{case_channel_name(view.id)}. {mentions}",
             )
         else:
-            mentions = " ".join(m.split(" ")[0] for m in _mentions(gw, gw.oncall_channel_id()))
+            mentions = _mention_line(_mentions(gw, gw.oncall_channel_id()))
             gw.post(
                 channel_id,
                 f":bell: Still unclaimed after {waited} min ({view.priority}). {mentions}",

@@ -155,8 +155,7 @@ class WebChat:
     async def push(self, conversation_id: str, messages: Sequence[StoredMessage]) -> None:
         """Show messages that did not come from this page's own turn (a staff member's reply)
         on every open page of the conversation, in any web process (Redis manager)."""
-        for message in messages:
-            await self.sio.emit("message", message.as_dict(), room=conversation_id)
+        await self._send(tuple(messages), room=conversation_id)
 
     async def link_phone(self, sid: str, data: Any) -> dict[str, Any]:
         """Send a one-time code to the phone the patient typed (see bot/linking.py)."""
