@@ -10,8 +10,9 @@ RUN npm run build
 FROM python:3.11-slim-bookworm
 # llama-cpp-python compiles llama.cpp: a compiler and cmake, and a portable build (the default
 # targets the building machine's CPU). For GPU offload build with -DGGML_CUDA=on on a CUDA base.
+# espeak-ng is the embedded text-to-speech of phone calls (channels/voice/).
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 CMAKE_ARGS="-DGGML_NATIVE=OFF"
-RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake libgomp1 \
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake libgomp1 espeak-ng \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml requirements/platform.lock ./

@@ -11,12 +11,12 @@ RASA_MODEL := var/rasa/models/clinic.tar.gz
 FRONTEND := webapp/frontend
 CHAT_PAGE := webapp/static/index.html
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := chromium docker-compose build-essential cmake
+APT_PACKAGES := chromium docker-compose build-essential cmake espeak-ng
 # Python 3.10 for Rasa 3.6 (it supports 3.8-3.10 only): pyenv's, else one on PATH.
 PYTHON310 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.10 2>/dev/null | head -1 | sed 's|$$|/bin/python3.10|') || command -v python3.10)
 PYTHON311 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.11 2>/dev/null | head -1 | sed 's|$$|/bin/python3.11|') || command -v python3.11)
 
-.PHONY: help run test lint lint-rules typecheck pytest bench-web bench-sms bench-escalation bench-safety bench-rag eval-nlu eval-safety eval-rag kb-index frontend-test train-clinical deps system-packages frontend train-rasa clean
+.PHONY: help run test lint lint-rules typecheck pytest bench-web bench-sms bench-escalation bench-voice bench-safety bench-rag eval-nlu eval-safety eval-rag kb-index frontend-test train-clinical deps system-packages frontend train-rasa clean
 
 help:
 	@echo "make run    install everything, train what needs training, start the platform"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench-web   web channel benchmark (see docs/BENCHMARKS.md)"
 	@echo "make bench-sms   SMS webhook acknowledgement and end-to-end latency (needs Redis)"
 	@echo "make bench-escalation   patient<->staff latency with 200 open cases (needs Redis)"
+	@echo "make bench-voice   phone calls: end of speech to first bot audio, concurrent calls"
 	@echo "make eval-nlu    NLU cross-validation (see docs/EVALUATION.md)"
 	@echo "make eval-safety safety and triage figures on the case sets (see docs/EVALUATION.md)"
 	@echo "make bench-safety   time the safety layer adds per message (see docs/BENCHMARKS.md)"
@@ -59,6 +60,9 @@ bench-sms: deps $(RASA_MODEL)
 
 bench-escalation: deps
 	$(PY) scripts/bench_escalation.py --record $(BENCH_ARGS)
+
+bench-voice: deps $(RASA_MODEL)
+	$(PY) scripts/bench_voice.py --record $(BENCH_ARGS)
 
 # The starter knowledge base (kb/) into the app's index; unchanged files are skipped.
 kb-index: $(VENV)/.installed

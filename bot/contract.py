@@ -131,3 +131,6 @@ class TurnResult:
     replies: tuple[StoredMessage, ...]
     state: ConversationState
     duplicate: bool = False
+    # What the safety layer decided on this message (None for a redelivered one): voice keeps
+    # emergency instructions from being interrupted and offers a transfer after them.
+    assessed: SafetyAssessment | None = None

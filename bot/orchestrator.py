@@ -362,7 +362,7 @@ class Orchestrator:
             safety=safety if safety.level != "none" else before.safety,
             triage=_triage_result(turn.triage) if turn.triage else before.triage,
         )
-        return TurnResult(conversation.id, message, tuple(stored_replies), state)
+        return TurnResult(conversation.id, message, tuple(stored_replies), state, assessed=safety)
 
     async def _safety_turn(
         self,
@@ -527,6 +527,21 @@ class Orchestrator:
             turn.escalations.append(
                 (priority, "triage", tuple(turn.triage["rule_ids"]), turn.triage["summary"])
             )
+
+    async def request_staff(self, conversation_id: str, *, how: str) -> str | None:
+        """The patient asked for staff outside the dialogue (a keypress on a call): open a
+        case, or keep the active one. Returns the case id."""
+        conversation = await self._store.get_conversation(conversation_id)
+        if conversation is None:
+            return None
+        await self._store.audit(
+            actor="patient",
+            action="case.requested_by_patient",
+            conversation=conversation,
+            detail={"how": how},
+        )
+        await self._escalate(conversation, "normal", "request", (), None)
+        return await self._store.active_case(conversation_id)
 
     async def _escalate(
         self,

@@ -129,6 +129,70 @@ PHRASES: dict[str, dict[str, str]] = {
         "en": "Thank you for telling us.",
         "es": "Gracias por decírnoslo.",
     },
+    # Phone calls (channels/voice/). Spoken: short sentences, numbers as the caller dials them.
+    "voice_disclosure": {
+        "en": "You have reached {clinic}. You are talking with an automated assistant. "
+        "This call is transcribed and kept in your record. At any time, press {staff_digit} "
+        "to ask for a member of staff.",
+        "es": "Se comunicó con {clinic}. Está hablando con un asistente automático. "
+        "Esta llamada se transcribe y se guarda en su expediente. En cualquier momento, "
+        "marque {staff_digit} para pedir hablar con el personal.",
+    },
+    "voice_greeting": {
+        "en": "How can I help you today?",
+        "es": "¿En qué le puedo ayudar hoy?",
+    },
+    "voice_offer_transfer": {
+        "en": "To be connected now to the clinic's on-call clinician, press {digit} "
+        "or say connect me.",
+        "es": "Para comunicarse ahora con el médico de guardia de la clínica, marque {digit} "
+        "o diga comuníqueme.",
+    },
+    "voice_connecting": {
+        "en": "Connecting you now. Please stay on the line.",
+        "es": "Le comunico ahora. Por favor, no cuelgue.",
+    },
+    "voice_staff_joining": {
+        "en": "{staff} from {clinic} will take your call now. Please stay on the line.",
+        "es": "{staff} de {clinic} atenderá su llamada ahora. Por favor, no cuelgue.",
+    },
+    "voice_staff_requested": {
+        "en": "I have asked our staff to contact you. They will call or text you back as soon "
+        "as they can. You can keep talking with me meanwhile.",
+        "es": "Pedí a nuestro personal que se comunique con usted. Le llamarán o le escribirán "
+        "lo antes posible. Mientras tanto, puede seguir hablando conmigo.",
+    },
+    "voice_staff_has_case": {
+        "en": "A member of our staff has your request and will call or text you back. "
+        "You can hang up, or stay on the line.",
+        "es": "Un miembro de nuestro personal tiene su solicitud y le llamará o le escribirá. "
+        "Puede colgar o seguir en la línea.",
+    },
+    "voice_no_one_free": {
+        "en": "Sorry, no one could take your call right now. A member of staff will call or "
+        "text you back. If this is an emergency, hang up and call {emergency_number}.",
+        "es": "Lo sentimos, nadie pudo atender su llamada en este momento. Un miembro del "
+        "personal le llamará o le escribirá. Si es una emergencia, cuelgue y llame al "
+        "{emergency_number}.",
+    },
+    "voice_follow_up_sms": {
+        "en": "{clinic}: thank you for your call. A member of our staff will get back to you "
+        "soon. You can also reply to this text. If this is an emergency, call "
+        "{emergency_number}.",
+        "es": "{clinic}: gracias por su llamada. Un miembro de nuestro personal se comunicará "
+        "con usted pronto. También puede responder a este mensaje. Si es una emergencia, "
+        "llame al {emergency_number}.",
+    },
+    "voice_not_heard": {
+        "en": "Sorry, I did not hear that. Could you say it again?",
+        "es": "Perdón, no le escuché. ¿Podría repetirlo?",
+    },
+    "voice_unavailable": {
+        "en": "Sorry, our phone assistant is unavailable right now. Please call again later, "
+        "or if this is an emergency, hang up and call {emergency_number}.",
+        "es": "Lo sentimos, nuestro asistente telefónico no está disponible. Llame más tarde "
+        "o, si es una emergencia, cuelgue y llame al {emergency_number}.",
+    },
 }
 
 

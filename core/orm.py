@@ -202,6 +202,33 @@ class SmsConsent(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class VoiceCall(Base):
+    """One phone call: who called (E.164, from the PSTN or a PBX's SIP trunk), its conversation,
+    whether our media stream is attached, and any transfer. Any web process can act on a live
+    call (a claim in the console transfers it) because Twilio's REST API controls it."""
+
+    __tablename__ = "voice_calls"
+
+    call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    caller: Mapped[str] = mapped_column(String(64))
+    called: Mapped[str | None] = mapped_column(String(64))
+    via: Mapped[str] = mapped_column(String(8))  # pstn | sip
+    mode: Mapped[str] = mapped_column(String(8))  # stream | gather
+    status: Mapped[str] = mapped_column(String(16))  # ringing | in-progress | completed ...
+    stream_sid: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(8))
+    # Why staff were asked for on this call, and the transfer's outcome.
+    staff_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    transfer_to: Mapped[str | None] = mapped_column(String(16))  # oncall | staff
+    transfer_status: Mapped[str | None] = mapped_column(String(16))
+    follow_up_sent: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+
+
 class DeliveryEvent(Base):
     """A delivery status report from the SMS provider. Keyed by the provider's message id, since
     a report can arrive before the send that produced it has been recorded."""

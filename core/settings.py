@@ -139,6 +139,43 @@ class Settings(BaseSettings):
     staff_display: Literal["first_name_role", "role", "clinic"] = "first_name_role"
     escalation_recent_messages: int = 10
 
+    # Phone calls (channels/voice/, docs/VOICE.md) through Twilio Voice; 3CX reaches the same
+    # webhook through a SIP trunk to a Twilio SIP Domain. On with the Twilio account, token and
+    # PUBLIC_BASE_URL. "stream": our own speech pipeline over Media Streams; "gather": Twilio's
+    # turn-based <Gather input="speech"> (no audio reaches this server).
+    voice_mode: Literal["stream", "gather"] = "stream"
+    voice_stt_engine: Literal["pocketsphinx", "whisper"] = "pocketsphinx"
+    # Whisper: a .pt checkpoint; PocketSphinx: a model folder (default: the one in its wheel).
+    voice_stt_model_path: str | None = None
+    # PocketSphinx only: a JSGF grammar of the phrases to expect (tests, fixed menus).
+    voice_stt_grammar: str | None = None
+    voice_stt_device: Literal["auto", "cpu", "cuda"] = "auto"
+    voice_stt_workers: int = 2
+    voice_tts_engine: Literal["espeak", "coqui"] = "espeak"
+    voice_tts_model_path: str | None = None
+    voice_tts_config_path: str | None = None
+    voice_tts_voices: dict[str, str] = Field(
+        default_factory=lambda: {"en": "en-us", "es": "es-419"}
+    )
+    voice_tts_wpm: int = 165
+    # End of the caller's turn: this much silence after speech. Shorter answers sooner and
+    # cuts in on people who pause mid-sentence.
+    voice_end_silence_ms: int = 500
+    voice_vad_aggressiveness: int = 2
+    # The caller talking this long over the bot stops the bot (barge-in).
+    voice_barge_in_ms: int = 200
+    voice_max_utterance_s: float = 20.0
+    # Keypad: this digit asks for staff at any time; this one accepts a transfer offered.
+    voice_staff_digit: str = "0"
+    voice_transfer_digit: str = "1"
+    # Numbers calls are transferred to (<Dial>): the on-call clinician after an emergency, the
+    # front desk or nurse line when staff take a case over. Unset: no transfer is offered.
+    voice_oncall_number: str | None = None
+    voice_staff_number: str | None = None
+    voice_dial_timeout_s: int = 20
+    # A per-call token in the stream's <Parameter> is valid this long after the webhook.
+    voice_stream_token_ttl_s: int = 120
+
     max_message_chars: int = 4000
     max_request_bytes: int = 64 * 1024
     rate_limit_per_sender: str = "30/minute"
@@ -153,6 +190,10 @@ class Settings(BaseSettings):
             and (self.twilio_messaging_service_sid or self.twilio_from_number)
             and self.public_base_url
         )
+
+    @property
+    def voice_enabled(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token and self.public_base_url)
 
     @property
     def mattermost_enabled(self) -> bool:

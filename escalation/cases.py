@@ -220,6 +220,9 @@ class CaseService:
         self._fitters = fitters
         self._sms_send_task = sms_send_task
         self.live = live
+        # Set by the app when phone calls are on: a claim while the patient is on the phone
+        # transfers the call to the staff line (True when it did).
+        self.on_call_claimed: Callable[[str, str], Awaitable[bool]] | None = None
         self._on_case_event = on_case_event
         self._interrupt = interrupt_dialogue
 
@@ -331,13 +334,23 @@ class CaseService:
             except Exception:
                 log.warning("could not stop the dialogue's form", exc_info=True)
         view = await self.get(case_id)
-        await self._tell_patient(
-            view,
-            phrase(
-                "staff_joined", view.language, staff=staff.shown_as, clinic=self._config.clinic_name
-            ),
-            sender="system",
-        )
+        transferred = False
+        if self.on_call_claimed is not None:
+            try:
+                transferred = await self.on_call_claimed(view.conversation_id, staff.shown_as)
+            except Exception:
+                log.warning("could not transfer the patient's call to staff", exc_info=True)
+        if not transferred:
+            await self._tell_patient(
+                view,
+                phrase(
+                    "staff_joined",
+                    view.language,
+                    staff=staff.shown_as,
+                    clinic=self._config.clinic_name,
+                ),
+                sender="system",
+            )
         await self._event(view, "claimed", {"by": staff.name})
         return view
 

@@ -20,6 +20,9 @@ from twilio.rest import Client
 from tests.fakes.twilio_server import (
     CallbackOrder,
     FakeTwilio,
+    call_status_params,
+    dial_action_params,
+    inbound_call_params,
     inbound_sms_params,
     num_segments,
     sign,
@@ -52,6 +55,57 @@ MESSAGE_KEYS = {
     "subresource_uris",
     "to",
     "uri",
+}
+
+CALL_KEYS = {
+    "account_sid",
+    "answered_by",
+    "api_version",
+    "caller_name",
+    "date_created",
+    "date_updated",
+    "direction",
+    "duration",
+    "end_time",
+    "forwarded_from",
+    "from",
+    "from_formatted",
+    "group_sid",
+    "parent_call_sid",
+    "phone_number_sid",
+    "price",
+    "price_unit",
+    "queue_time",
+    "sid",
+    "start_time",
+    "status",
+    "stir_verstat",
+    "subresource_uris",
+    "to",
+    "to_formatted",
+    "trunk_sid",
+    "uri",
+}
+CALLER = "+447700900123"
+TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response><Say>One moment.</Say></Response>'
+# The fields of every Voice webhook, and the geographic ones Twilio adds for phone numbers.
+STANDARD_CALL_KEYS = {
+    "CallSid",
+    "AccountSid",
+    "From",
+    "To",
+    "Caller",
+    "Called",
+    "CallStatus",
+    "ApiVersion",
+    "Direction",
+    "ForwardedFrom",
+    "CallerName",
+}
+GEO_KEYS = {
+    prefix + field
+    for prefix in ("From", "To", "Caller", "Called")
+    for field in ("City", "State", "Zip", "Country")
 }
 
 
@@ -487,3 +541,346 @@ def test_basic_auth_header_is_what_the_library_sends(fake: FakeTwilio, client: C
     client.messages.create(to=RECIPIENT, from_=SENDER, body="Hi")
     expected = base64.b64encode(f"{fake.account_sid}:{fake.auth_token}".encode()).decode()
     assert fake.requests[0].headers["authorization"] == f"Basic {expected}"
+
+
+# -- the Calls resource ------------------------------------------------------------------------
+
+
+def test_call_update_with_twiml(fake: FakeTwilio, client: Client) -> None:
+    params = fake.inbound_call(from_=CALLER, to=SENDER)
+    call_sid = params["CallSid"]
+
+    call = client.calls(call_sid).update(twiml=TWIML)
+
+    assert call.sid == call_sid
+    assert call.status == "in-progress"
+    # The library keeps a Call's `from` as `_from` (a Message's as `from_`).
+    assert (call._from, call.to) == (CALLER, SENDER)
+    assert (call.from_formatted, call.to_formatted) == (CALLER, "(501) 712-2661")
+    assert call.direction == "inbound" and call.api_version == "2010-04-01"
+    assert call.account_sid == fake.account_sid
+    assert call.phone_number_sid is not None and call.phone_number_sid.startswith("PN")
+    assert call.start_time is not None and call.end_time is None and call.duration is None
+    (resource,) = fake.calls
+    assert set(resource) == CALL_KEYS
+    uri = f"/2010-04-01/Accounts/{fake.account_sid}/Calls/{call_sid}"
+    assert resource["uri"] == f"{uri}.json"
+    assert resource["subresource_uris"]["recordings"] == f"{uri}/Recordings.json"
+    assert resource["price"] is None and resource["price_unit"] == "USD"
+    for key in ("date_created", "date_updated", "start_time"):
+        assert RFC2822.match(resource[key]), key
+    # Recorded as applied, and as it went over the wire.
+    update = fake.wait_for_call_update(call_sid)
+    assert fake.call_updates == [update]
+    assert update["twiml"] == TWIML
+    assert (update["url"], update["method"], update["status"]) == (None, None, None)
+    assert update["time"].tzinfo is not None
+    (request,) = fake.requests
+    assert request.path == f"{uri}.json"
+    assert request.form == [("Twiml", TWIML)]
+    # The resource fetches the same.
+    fetched = client.calls(call_sid).fetch()
+    assert (fetched.sid, fetched.status) == (call_sid, "in-progress")
+
+
+def test_call_update_with_url(fake: FakeTwilio, client: Client) -> None:
+    call_sid = fake.add_call(from_=CALLER, to=SENDER)
+
+    client.calls(call_sid).update(url="https://clinic.example.org/voice/next", method="POST")
+
+    update = fake.wait_for_call_update(call_sid)
+    assert (update["url"], update["method"], update["twiml"]) == (
+        "https://clinic.example.org/voice/next",
+        "POST",
+        None,
+    )
+
+
+def test_hang_up_then_update(fake: FakeTwilio, client: Client) -> None:
+    call_sid = fake.add_call(from_=CALLER, to=SENDER)
+
+    call = client.calls(call_sid).update(status="completed")
+
+    assert call.status == "completed"
+    assert call.end_time is not None and call.duration is not None
+    assert int(call.duration) >= 0
+    assert fake.wait_for_call_update(call_sid)["status"] == "completed"
+    assert client.calls(call_sid).fetch().status == "completed"
+    # A completed call is no longer in progress: nothing more can be done to it.
+    with pytest.raises(TwilioRestException) as raised:
+        client.calls(call_sid).update(twiml=TWIML)
+    assert (raised.value.status, raised.value.code) == (400, 21220)
+    assert len(fake.call_updates) == 1
+
+
+def test_canceled_leaves_an_answered_call_alone(fake: FakeTwilio, client: Client) -> None:
+    answered = fake.add_call(from_=CALLER, to=SENDER)
+    ringing = fake.add_call(from_=CALLER, to=SENDER, status="ringing")
+
+    assert client.calls(answered).update(status="canceled").status == "in-progress"
+    assert client.calls(ringing).update(status="canceled").status == "canceled"
+
+
+def test_update_of_an_ended_call(fake: FakeTwilio, client: Client) -> None:
+    call_sid = fake.inbound_call(from_=CALLER, to=SENDER)["CallSid"]
+    fake.end_call(call_sid)
+
+    with pytest.raises(TwilioRestException) as raised:
+        client.calls(call_sid).update(twiml=TWIML)
+    assert (raised.value.status, raised.value.code) == (400, 21220)
+    # The library prefixes the body's message ("Unable to update record: ...").
+    assert raised.value.msg.endswith("Call is not in-progress. Cannot redirect.")
+    with pytest.raises(TwilioRestException) as raised:
+        client.calls(call_sid).update(status="completed")
+    assert raised.value.code == 21220
+    assert fake.call_updates == []
+    # The error body, as the client does not keep all of it.
+    response = httpx.post(
+        f"{fake.base_url}/2010-04-01/Accounts/{fake.account_sid}/Calls/{call_sid}.json",
+        data={"Twiml": TWIML},
+        auth=(fake.account_sid, fake.auth_token),
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": 21220,
+        "message": "Call is not in-progress. Cannot redirect.",
+        "more_info": "https://www.twilio.com/docs/errors/21220",
+        "status": 400,
+    }
+    (resource,) = fake.calls
+    assert resource["status"] == "completed" and resource["end_time"] is not None
+
+
+def test_end_call_with_another_status(fake: FakeTwilio, client: Client) -> None:
+    call_sid = fake.add_call(from_=CALLER, to=SENDER, status="ringing")
+    fake.end_call(call_sid, "no-answer")
+    fetched = client.calls(call_sid).fetch()
+    assert (fetched.status, fetched.duration) == ("no-answer", None)
+    with pytest.raises(ValueError):
+        fake.end_call(call_sid, "in-progress")
+    with pytest.raises(KeyError):
+        fake.end_call("CA" + "0" * 32)
+
+
+def test_unknown_call(client: Client) -> None:
+    with pytest.raises(TwilioRestException) as raised:
+        client.calls("CA" + "f" * 32).update(twiml=TWIML)
+    assert (raised.value.status, raised.value.code) == (404, 20404)
+    with pytest.raises(TwilioRestException) as raised:
+        client.calls("CA" + "f" * 32).fetch()
+    assert (raised.value.status, raised.value.code) == (404, 20404)
+
+
+def test_call_update_wrong_credentials(fake: FakeTwilio) -> None:
+    call_sid = fake.add_call(from_=CALLER, to=SENDER)
+    intruder = Client(fake.account_sid, "not-the-token")
+    intruder.api.base_url = fake.base_url
+    with pytest.raises(TwilioRestException) as raised:
+        intruder.calls(call_sid).update(twiml=TWIML)
+    assert (raised.value.status, raised.value.code) == (401, 20003)
+    with pytest.raises(TwilioRestException) as raised:
+        intruder.calls(call_sid).fetch()
+    assert (raised.value.status, raised.value.code) == (401, 20003)
+    anonymous = httpx.post(
+        f"{fake.base_url}/2010-04-01/Accounts/{fake.account_sid}/Calls/{call_sid}.json",
+        data={"Twiml": TWIML},
+    )
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"] == 'Basic realm="Twilio API"'
+    assert fake.call_updates == []
+
+
+def test_call_update_another_accounts_url(fake: FakeTwilio) -> None:
+    call_sid = fake.add_call(from_=CALLER, to=SENDER)
+    other = Client(fake.account_sid, fake.auth_token, account_sid="AC" + "1" * 32)
+    other.api.base_url = fake.base_url
+    with pytest.raises(TwilioRestException) as raised:
+        other.calls(call_sid).update(twiml=TWIML)
+    assert (raised.value.status, raised.value.code) == (404, 20404)
+    assert fake.call_updates == []
+
+
+def test_fail_next_applies_to_call_updates(fake: FakeTwilio, client: Client) -> None:
+    call_sid = fake.add_call(from_=CALLER, to=SENDER)
+    fake.fail_next(503, retry_after="1")
+
+    with pytest.raises(TwilioRestException) as raised:
+        client.calls(call_sid).update(twiml=TWIML)
+    assert (raised.value.status, raised.value.code) == (503, 20503)
+    assert fake.call_updates == []
+    assert client.calls(call_sid).update(twiml=TWIML).status == "in-progress"
+    assert len(fake.call_updates) == 1
+
+
+def test_wait_for_call_update(fake: FakeTwilio, client: Client) -> None:
+    call_sid = fake.add_call(from_=CALLER, to=SENDER)
+    other_sid = fake.add_call(from_=RECIPIENT, to=SENDER)
+    with pytest.raises(TimeoutError):
+        fake.wait_for_call_update(call_sid, timeout=0.1)
+
+    # From another thread, as the app under test would.
+    def redirect_then_hang_up() -> None:
+        client.calls(other_sid).update(twiml=TWIML)
+        client.calls(call_sid).update(twiml=TWIML)
+        client.calls(call_sid).update(status="completed")
+
+    worker = threading.Thread(target=redirect_then_hang_up)
+    worker.start()
+    try:
+        assert fake.wait_for_call_update(call_sid, n=2)["status"] == "completed"
+        assert fake.wait_for_call_update(call_sid)["twiml"] == TWIML
+    finally:
+        worker.join()
+    assert [u["call_sid"] for u in fake.call_updates] == [other_sid, call_sid, call_sid]
+
+
+def test_sip_call_resource(fake: FakeTwilio, client: Client) -> None:
+    params = fake.inbound_call(from_=CALLER, to=SENDER, sip=True)
+
+    call = client.calls(params["CallSid"]).update(twiml=TWIML)
+    assert (call._from, call.to) == (params["From"], params["To"])
+    assert call.from_formatted == params["From"]
+    assert call.phone_number_sid is None  # a SIP Domain took it, not a number
+
+
+# -- the Voice webhooks' parameters -------------------------------------------------------------
+
+
+def test_inbound_call_params() -> None:
+    account = "AC" + "a" * 32
+    params = inbound_call_params(account_sid=account, from_=CALLER, to=SENDER)
+
+    assert set(params) == STANDARD_CALL_KEYS | GEO_KEYS
+    assert re.fullmatch(r"CA[0-9a-f]{32}", params["CallSid"])
+    assert params["AccountSid"] == account
+    assert (params["From"], params["To"]) == (CALLER, SENDER)
+    assert (params["Caller"], params["Called"]) == (CALLER, SENDER)
+    assert (params["CallStatus"], params["Direction"]) == ("ringing", "inbound")
+    assert params["ApiVersion"] == "2010-04-01"
+    assert params["ForwardedFrom"] == params["CallerName"] == ""
+    assert (params["FromCountry"], params["ToCountry"]) == ("GB", "US")
+    assert (params["CallerCountry"], params["CalledCountry"]) == ("GB", "US")
+    assert params["FromCity"] == params["ToZip"] == ""
+
+    again = inbound_call_params(
+        account_sid=account,
+        from_=CALLER,
+        to=SENDER,
+        call_sid="CA1",
+        call_status="in-progress",
+        extra={"CallerName": "JANE DOE", "StirVerstat": "TN-Validation-Passed-A"},
+    )
+    assert again["CallSid"] == "CA1" and again["CallStatus"] == "in-progress"
+    assert again["CallerName"] == "JANE DOE"
+    assert again["StirVerstat"] == "TN-Validation-Passed-A"
+    with pytest.raises(ValueError):
+        inbound_call_params(account_sid=account, from_=CALLER, to=SENDER, call_status="answered")
+
+
+def test_inbound_call_params_sip() -> None:
+    account = "AC" + "a" * 32
+    params = inbound_call_params(
+        account_sid=account,
+        from_=CALLER,
+        to=SENDER,
+        sip=True,
+        sip_headers={"X-3CX-Extension": "100"},
+    )
+
+    assert params["From"] == params["Caller"] == f"sip:{CALLER}@203.0.113.10"
+    assert params["To"] == params["Called"] == f"sip:{SENDER}@clinic.sip.twilio.com"
+    assert params["SipDomain"] == "clinic.sip.twilio.com"
+    assert re.fullmatch(r"SD[0-9a-f]{32}", params["SipDomainSid"])
+    assert params["SipSourceIp"] == "203.0.113.10"
+    assert params["SipCallId"].endswith("@203.0.113.10")
+    assert params["SipHeader_X-3CX-Extension"] == "100"
+    # A SIP URI carries no number data, so there are no geographic fields.
+    assert set(params) == STANDARD_CALL_KEYS | {
+        "SipDomain",
+        "SipDomainSid",
+        "SipCallId",
+        "SipSourceIp",
+        "SipHeader_X-3CX-Extension",
+    }
+    with pytest.raises(ValueError):
+        inbound_call_params(
+            account_sid=account, from_=CALLER, to=SENDER, sip=True, sip_headers={"Via": "x"}
+        )
+
+    # The library's own signature and the fake's `sign` agree, so the app's validation of a
+    # webhook the fake signs is the validation Twilio's requests go through.
+    url = "https://clinic.example.org/voice/inbound?clinic=north"
+    token = "0123456789abcdef0123456789abcdef"
+    validator = RequestValidator(token)
+    signature = validator.compute_signature(url, params)
+    assert signature == sign(token, url, params)
+    assert validator.validate(url, params, sign(token, url, params))
+    assert not validator.validate(url, {**params, "From": "sip:evil@198.51.100.1"}, signature)
+    assert not RequestValidator("another-token").validate(url, params, signature)
+
+
+def test_fake_inbound_call_uses_its_account(fake: FakeTwilio) -> None:
+    params = fake.inbound_call(from_=CALLER, to=SENDER, call_status="ringing")
+    assert params["AccountSid"] == fake.account_sid
+    assert [c["sid"] for c in fake.calls] == [params["CallSid"]]
+
+
+@pytest.mark.parametrize(
+    ("status", "duration"),
+    [("completed", "42"), ("busy", "0"), ("no-answer", "0"), ("failed", "0"), ("ringing", None)],
+)
+def test_call_status_params(status: str, duration: str | None) -> None:
+    params = call_status_params(
+        account_sid="AC" + "a" * 32,
+        from_=CALLER,
+        to=SENDER,
+        call_sid="CA" + "b" * 32,
+        call_status=status,
+        call_duration=42,
+        sequence_number=3,
+    )
+
+    callback_keys = {"Timestamp", "CallbackSource", "SequenceNumber"}
+    if duration is not None:
+        callback_keys.add("CallDuration")
+    assert set(params) == STANDARD_CALL_KEYS | GEO_KEYS | callback_keys
+    assert params["CallStatus"] == status
+    assert params["CallbackSource"] == "call-progress-events"
+    assert params["SequenceNumber"] == "3"
+    assert RFC2822.match(params["Timestamp"])
+    assert params.get("CallDuration") == duration
+
+
+def test_dial_action_params() -> None:
+    common: dict[str, Any] = {
+        "account_sid": "AC" + "a" * 32,
+        "from_": CALLER,
+        "to": SENDER,
+        "call_sid": "CA" + "b" * 32,
+    }
+    connected = dial_action_params(**common, dial_call_duration=95, sip_response_code=200)
+    assert set(connected) == STANDARD_CALL_KEYS | GEO_KEYS | {
+        "DialCallStatus",
+        "DialCallSid",
+        "DialCallDuration",
+        "DialBridged",
+        "DialSipResponseCode",
+        "DialSipCallId",
+    }
+    assert connected["CallSid"] == "CA" + "b" * 32
+    assert connected["CallStatus"] == "in-progress"
+    assert connected["DialCallStatus"] == "completed"
+    assert re.fullmatch(r"CA[0-9a-f]{32}", connected["DialCallSid"])
+    assert connected["DialCallSid"] != connected["CallSid"]
+    assert (connected["DialCallDuration"], connected["DialBridged"]) == ("95", "true")
+    assert connected["DialSipResponseCode"] == "200" and connected["DialSipCallId"]
+
+    busy = dial_action_params(**common, dial_call_status="busy", dial_call_sid="CA2")
+    assert (busy["DialCallStatus"], busy["DialCallSid"], busy["DialBridged"]) == (
+        "busy",
+        "CA2",
+        "false",
+    )
+    assert "DialCallDuration" not in busy and "DialSipResponseCode" not in busy
+    with pytest.raises(ValueError):
+        dial_action_params(**common, dial_call_status="ringing")

@@ -25,7 +25,10 @@ from bot.linking import LinkPolicy, PhoneLinking
 from bot.phrases import phrase
 from channels.api.routes import build_router as api_router
 from channels.sms.twilio_api import code_sender
+from channels.sms.webhook import SEND as SMS_SEND
 from channels.sms.webhook import build_router as sms_router
+from channels.voice.twilio import VoiceCalls, load_engines
+from channels.voice.twilio import build_router as voice_router
 from channels.web.socket import WebChat
 from core import migrate
 from core.logging import configure_logging
@@ -97,6 +100,19 @@ def create_app(settings: Settings | None = None) -> Any:
         linking=linking,
     )
     services.cases.live = web_chat.push
+    voice_calls = VoiceCalls(
+        settings=settings,
+        sessions=sessions,
+        store=store,
+        orchestrator=orchestrator,
+        enqueue=services.enqueue,
+        sms_send_task=SMS_SEND,
+    )
+    engines = None
+    if settings.voice_enabled and settings.voice_mode == "stream":
+        engines = load_engines(settings)
+    if settings.voice_enabled:
+        services.cases.on_call_claimed = voice_calls.staff_claimed
     listener = None
     gateway = gateway_for(settings)
     if gateway is not None:
@@ -168,6 +184,11 @@ def create_app(settings: Settings | None = None) -> Any:
             store=store,
             engine=engine,
             enqueue=services.enqueue,
+        )
+    )
+    api.include_router(
+        voice_router(
+            settings=settings, orchestrator=orchestrator, calls=voice_calls, engines=engines
         )
     )
     api.include_router(

@@ -18,6 +18,7 @@ from bot.language import detect_language
 from bot.orchestrator import InvalidMessage, Orchestrator, RateLimited
 from bot.store import ConversationStore
 from bot.text import normalize_for_understanding
+from channels.body import read_limited
 
 log = logging.getLogger(__name__)
 _Body = TypeVar("_Body", bound=BaseModel)
@@ -97,7 +98,7 @@ def build_router(
                 "Send 'Authorization: Bearer <API_TOKEN>'.",
                 **{"WWW-Authenticate": "Bearer"},
             )
-        body = await _read_limited(request, max_bytes)
+        body = await read_limited(request, max_bytes)
         if body is None:
             return _error(413, "too_large", f"Request body over {max_bytes} bytes.")
         try:
@@ -190,17 +191,3 @@ def build_router(
         return JSONResponse(turn_response(result))
 
     return router
-
-
-async def _read_limited(request: Request, max_bytes: int) -> bytes | None:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -7,8 +7,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 import requests
+from fastapi import Request
+from fastapi.responses import Response
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
@@ -16,6 +19,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from bot.linking import CodeNotSent
+from channels.body import read_limited
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,40 @@ def signature_valid(settings: Settings, url: str, params: dict[str, str], signat
         return False
     validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
     return bool(validator.validate(url, params, signature))
+
+
+# Twilio's own limit for an incoming message is 1,600 characters; its forms are small.
+MAX_FORM_BYTES = 64 * 1024
+
+
+async def signed_form(
+    request: Request, settings: Settings, path: str, *, enabled: bool, what: str
+) -> dict[str, str] | Response:
+    """The form of a webhook Twilio sent us (SMS or voice), or the refusal to answer with:
+    503 while the channel is off, 413 too large, 400 not UTF-8, 403 without a valid
+    X-Twilio-Signature for PUBLIC_BASE_URL + path or for another account."""
+    if not enabled:
+        return _refuse(503, f"{what} is not configured on this server.")
+    body = await read_limited(request, MAX_FORM_BYTES)
+    if body is None:
+        return _refuse(413, "Request body too large.")
+    try:
+        params = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    except UnicodeDecodeError:
+        return _refuse(400, "The form must be UTF-8.")
+    url = public_url(settings, path, request.url.query)
+    signature = request.headers.get("x-twilio-signature", "")
+    if not signature_valid(settings, url, params, signature):
+        log.warning("refused a %s webhook without a valid Twilio signature", what)
+        return _refuse(403, "Invalid or missing X-Twilio-Signature.")
+    if params.get("AccountSid") != settings.twilio_account_sid:
+        log.warning("refused a %s webhook for another Twilio account", what)
+        return _refuse(403, "Unknown account.")
+    return params
+
+
+def _refuse(status: int, reason: str) -> Response:
+    return Response(reason, status_code=status, media_type="text/plain")
 
 
 def make_client(settings: Settings, *, timeout_s: float = 10.0) -> Client:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from typing import Any
-from urllib.parse import parse_qsl
 
 import phonenumbers
 from fastapi import APIRouter, Request
@@ -26,7 +25,8 @@ from bot.store import ConversationStore
 from channels.sms import records
 from channels.sms.delivery import sms_delivery
 from channels.sms.keywords import classify, keyword_set
-from channels.sms.twilio_api import STATUS_PATH, WEBHOOK_PATH, public_url, signature_valid
+from channels.sms.twilio_api import STATUS_PATH, WEBHOOK_PATH
+from channels.sms.twilio_api import signed_form as twilio_form
 from core.orm import AuditEvent
 from core.settings import Settings
 
@@ -35,8 +35,6 @@ log = logging.getLogger(__name__)
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 PROCESS_INBOUND = "sms.process_inbound"
 SEND = "sms.send"
-# Twilio's own limit for an incoming message is 1,600 characters; the form around it is small.
-MAX_FORM_BYTES = 64 * 1024
 MAX_MEDIA = 10  # Twilio delivers at most 10 media items per message
 
 
@@ -75,24 +73,7 @@ def build_router(
     standard = keyword_set()
 
     async def signed_form(request: Request, path: str) -> dict[str, str] | Response:
-        if not settings.sms_enabled:
-            return _refuse(503, "SMS is not configured on this server.")
-        body = await _read_limited(request)
-        if body is None:
-            return _refuse(413, "Request body too large.")
-        try:
-            params = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-        except UnicodeDecodeError:
-            return _refuse(400, "The form must be UTF-8.")
-        url = public_url(settings, path, request.url.query)
-        signature = request.headers.get("x-twilio-signature", "")
-        if not signature_valid(settings, url, params, signature):
-            log.warning("refused an SMS webhook without a valid Twilio signature")
-            return _refuse(403, "Invalid or missing X-Twilio-Signature.")
-        if params.get("AccountSid") != settings.twilio_account_sid:
-            log.warning("refused an SMS webhook for another Twilio account")
-            return _refuse(403, "Unknown account.")
-        return params
+        return await twilio_form(request, settings, path, enabled=settings.sms_enabled, what="SMS")
 
     @router.post("/twilio")
     async def incoming(request: Request) -> Response:
@@ -249,17 +230,3 @@ def _metadata(params: dict[str, str], keyword: str | None, sender: str) -> dict[
     if params.get("NumSegments", "").isdigit():
         meta["segments"] = int(params["NumSegments"])
     return meta
-
-
-async def _read_limited(request: Request) -> bytes | None:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_FORM_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -1,4 +1,5 @@
-"""A local stand-in for Twilio's Programmable Messaging REST API and its webhooks.
+"""A local stand-in for Twilio's Programmable Messaging REST API, the Voice Calls resource, and
+their webhooks.
 
 It speaks the documented wire format (form-encoded requests, the Message resource JSON, the
 `{code, message, more_info, status}` error body, signed status callbacks) closely enough for the
@@ -40,9 +41,15 @@ StatusCallback. `callback_order = "reversed"` posts the final status before "sen
 when the carrier's receipt overtakes its own event; the stored resource never goes back from a
 final status.
 
-`wait_for_callbacks`/`wait_for_status` block the calling thread. From an async test whose app
-serves the callback URL on that same event loop, call them via `asyncio.to_thread`, or the app
-could never answer.
+Calls (`.../Calls/{CallSid}.json`, GET and POST) serve the phone channel's mid-call
+`client.calls(sid).update(twiml=...|url=..., status="completed")`. The fake knows only calls it
+was told of: `inbound_call(...)` returns the incoming-call webhook's fields and registers that
+call as in-progress (`add_call` registers one directly); other sids answer 404. Applied updates
+land in `call_updates`; after `end_call(sid)` an update answers 400, code 21220, as Twilio does.
+
+`wait_for_callbacks`/`wait_for_status`/`wait_for_call_update` block the calling thread. From an
+async test whose app serves the callback URL on that same event loop, call them via
+`asyncio.to_thread`, or the app could never answer.
 """
 
 from __future__ import annotations
@@ -56,9 +63,10 @@ import re
 import secrets
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Self
 from urllib.parse import parse_qsl
@@ -90,6 +98,7 @@ _MESSAGES = {
     20429: "Too Many Requests",
     20500: "An internal server error has occurred",
     20503: "Service Unavailable",
+    21220: "Call is not in-progress. Cannot redirect.",
     30003: "Unreachable destination handset",
     30005: "Unknown destination handset",
     30006: "Landline or unreachable carrier",
@@ -246,6 +255,177 @@ def inbound_sms_params(
     return params
 
 
+# What the clinic's SIP set-up looks like from Twilio: a SIP Domain, and a 3CX PBX that sends its
+# INVITEs over a SIP trunk from one address (TEST-NET-3, so it can never be a real host).
+SIP_DOMAIN = "clinic.sip.twilio.com"
+PBX_HOST = "203.0.113.10"
+CALL_FINAL_STATUSES = ("completed", "busy", "no-answer", "failed", "canceled")
+_CALL_STATUSES = ("queued", "initiated", "ringing", "in-progress", *CALL_FINAL_STATUSES)
+_DIAL_CALL_STATUSES = ("completed", "answered", "busy", "no-answer", "failed", "canceled")
+
+
+def _call_params(
+    *, account_sid: str, call_sid: str, from_: str, to: str, call_status: str, direction: str
+) -> dict[str, str]:
+    """The parameters Twilio sends with every Voice webhook of a call (the "standard" set).
+
+    The geographic fields come only for phone numbers (empty where Twilio has no data; the fake
+    knows only the country). A SIP URI or a client identifier has no number data at all.
+    """
+    if call_status not in _CALL_STATUSES:
+        raise ValueError(f"not a call status: {call_status!r}")
+    params = {
+        "CallSid": call_sid,
+        "AccountSid": account_sid,
+        "From": from_,
+        "To": to,
+        "CallStatus": call_status,
+        "ApiVersion": API_VERSION,
+        "Direction": direction,
+        "ForwardedFrom": "",
+        "CallerName": "",
+        # The older names for From and To, which Twilio still sends alongside them.
+        "Caller": from_,
+        "Called": to,
+    }
+    for party, number, legacy in (("From", from_, "Caller"), ("To", to, "Called")):
+        if "@" in number or not _E164.match(number):
+            continue
+        for field in ("City", "State", "Zip"):
+            params[party + field] = params[legacy + field] = ""
+        params[party + "Country"] = params[legacy + "Country"] = _country(number)
+    return params
+
+
+def inbound_call_params(
+    *,
+    account_sid: str,
+    from_: str,
+    to: str,
+    call_sid: str | None = None,
+    call_status: str = "ringing",
+    direction: str = "inbound",
+    sip: bool = False,
+    extra: Mapping[str, str] | None = None,
+    sip_domain: str = SIP_DOMAIN,
+    pbx_host: str = PBX_HOST,
+    sip_headers: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The form fields Twilio POSTs to a number's (or a SIP Domain's) incoming-call webhook.
+
+    With `sip`, the call reaches a Twilio SIP Domain from the clinic's PBX (3CX over a SIP
+    trunk): From is `sip:<from_>@<pbx_host>`, To is `sip:<to>@<sip_domain>`, and Twilio adds
+    SipDomain, SipDomainSid, SipCallId (the INVITE's Call-ID) and SipSourceIp, plus one
+    `SipHeader_<name>` per X- header of the INVITE (`sip_headers`). `extra` is applied last.
+    """
+    if sip:
+        from_, to = f"sip:{from_}@{pbx_host}", f"sip:{to}@{sip_domain}"
+    params = _call_params(
+        account_sid=account_sid,
+        call_sid=call_sid or sid("CA"),
+        from_=from_,
+        to=to,
+        call_status=call_status,
+        direction=direction,
+    )
+    if sip:
+        params["SipDomain"] = sip_domain
+        params["SipDomainSid"] = sid("SD")
+        params["SipCallId"] = f"{secrets.token_hex(16)}@{pbx_host}"
+        params["SipSourceIp"] = pbx_host
+        for name, value in (sip_headers or {}).items():
+            if not name.lower().startswith("x-"):
+                raise ValueError(f"Twilio passes on only X- headers, not {name!r}")
+            params[f"SipHeader_{name}"] = value
+    elif sip_headers:
+        raise ValueError("sip_headers needs sip=True")
+    params.update(extra or {})
+    return params
+
+
+def call_status_params(
+    *,
+    account_sid: str,
+    from_: str,
+    to: str,
+    call_sid: str,
+    call_status: str = "completed",
+    call_duration: int = 0,
+    sequence_number: int = 0,
+    timestamp: datetime | None = None,
+    direction: str = "inbound",
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The form fields of a call's status callback (`StatusCallback`/`statusCallbackEvent`).
+
+    The standard call parameters plus Timestamp (RFC 2822), CallbackSource (always
+    "call-progress-events") and SequenceNumber (from 0, in the order Twilio sent them). A final
+    status (completed, busy, no-answer, failed, canceled) also carries CallDuration, in seconds:
+    0 for a call nobody answered. `from_`/`to` go in as given, SIP URIs included.
+    """
+    params = _call_params(
+        account_sid=account_sid,
+        call_sid=call_sid,
+        from_=from_,
+        to=to,
+        call_status=call_status,
+        direction=direction,
+    )
+    params["Timestamp"] = rfc2822(timestamp or datetime.now(UTC))
+    params["CallbackSource"] = "call-progress-events"
+    params["SequenceNumber"] = str(sequence_number)
+    if call_status in CALL_FINAL_STATUSES:
+        params["CallDuration"] = str(call_duration if call_status == "completed" else 0)
+    params.update(extra or {})
+    return params
+
+
+def dial_action_params(
+    *,
+    account_sid: str,
+    from_: str,
+    to: str,
+    call_sid: str,
+    dial_call_status: str = "completed",
+    dial_call_sid: str | None = None,
+    dial_call_duration: int = 0,
+    call_status: str = "in-progress",
+    direction: str = "inbound",
+    sip_response_code: int | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The form fields Twilio sends to a `<Dial action>` URL when the dialled leg ends.
+
+    The standard parameters of the original (parent) call, whose CallStatus is "in-progress"
+    while the caller is still on the line and "completed" once they hung up, plus DialCallStatus
+    (completed, answered, busy, no-answer, failed, canceled), DialCallSid (the child leg),
+    DialBridged ("true" when the two were connected) and, for a connected leg, DialCallDuration
+    in seconds. With `sip_response_code` the leg was a `<Dial><Sip>` (to the PBX, say): Twilio
+    adds DialSipResponseCode (the INVITE's final response: 200, 486, ...) and DialSipCallId.
+    """
+    if dial_call_status not in _DIAL_CALL_STATUSES:
+        raise ValueError(f"not a DialCallStatus: {dial_call_status!r}")
+    params = _call_params(
+        account_sid=account_sid,
+        call_sid=call_sid,
+        from_=from_,
+        to=to,
+        call_status=call_status,
+        direction=direction,
+    )
+    bridged = dial_call_status in ("completed", "answered")
+    params["DialCallStatus"] = dial_call_status
+    params["DialCallSid"] = dial_call_sid or sid("CA")
+    params["DialBridged"] = "true" if bridged else "false"
+    if bridged:
+        params["DialCallDuration"] = str(dial_call_duration)
+    if sip_response_code is not None:
+        params["DialSipResponseCode"] = str(sip_response_code)
+        params["DialSipCallId"] = f"{secrets.token_hex(16)}@0.0.0.0"
+    params.update(extra or {})
+    return params
+
+
 class FakeTwilio:
     """`/2010-04-01/Accounts/{AccountSid}/Messages.json` and friends; see the module docstring."""
 
@@ -273,6 +453,8 @@ class FakeTwilio:
         self._opted_out: set[str] = set()
         self._outcomes: dict[str, tuple[Outcome, str | None]] = {}
         self._media: dict[str, tuple[bytes, str]] = {}
+        self._calls: dict[str, dict[str, Any]] = {}
+        self._call_updates: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._http = ThreadedServer("FakeTwilio")
 
@@ -298,10 +480,24 @@ class FakeTwilio:
         with self._lock:
             return list(self._callbacks)
 
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        """The known Call resources as they would be served now, oldest first (copies)."""
+        with self._lock:
+            return copy.deepcopy(list(self._calls.values()))
+
+    @property
+    def call_updates(self) -> list[dict[str, Any]]:
+        """The call updates the fake applied, oldest first: call_sid, twiml, url, method, status
+        (each None when not sent) and time (an aware UTC datetime). Refused ones are not here."""
+        with self._lock:
+            return copy.deepcopy(self._call_updates)
+
     def fail_next(
         self, status: int, code: int | None = None, times: int = 1, retry_after: str | None = None
     ) -> None:
-        """Answer the next `times` creates with this error, creating nothing."""
+        """Answer the next `times` message creates or call updates (one queue, in the order they
+        arrive) with this error, creating or changing nothing."""
         code = code if code is not None else _DEFAULT_CODES.get(status, status)
         with self._lock:
             self._failures.extend(_Failure(status, code, retry_after) for _ in range(times))
@@ -332,6 +528,114 @@ class FakeTwilio:
         with self._lock:
             self._media[path] = (content, content_type)
         return self.base_url + path
+
+    def add_call(
+        self,
+        call_sid: str | None = None,
+        *,
+        from_: str,
+        to: str,
+        direction: str = "inbound",
+        status: str = "in-progress",
+    ) -> str:
+        """Make a live call known to the fake (Twilio answers 404 for a call sid it never had).
+
+        `from_`/`to` as the webhook gave them (E.164 numbers or SIP URIs). Returns the call sid.
+        """
+        if status not in ("queued", "ringing", "in-progress"):
+            raise ValueError(f"a live call is queued, ringing or in-progress, not {status!r}")
+        call_sid = call_sid or sid("CA")
+        now = rfc2822(datetime.now(UTC))
+        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{call_sid}"
+        phone_number = "@" not in to and _E164.match(to) is not None
+        resource: dict[str, Any] = {
+            "account_sid": self.account_sid,
+            "answered_by": None,
+            "api_version": API_VERSION,
+            "caller_name": None,
+            "date_created": now,
+            "date_updated": now,
+            "direction": direction,
+            "duration": None,
+            "end_time": None,
+            "forwarded_from": None,
+            "from": from_,
+            "from_formatted": _formatted(from_),
+            "group_sid": None,
+            "parent_call_sid": None,
+            # The IncomingPhoneNumber that took an inbound call; none for a SIP Domain's call.
+            "phone_number_sid": sid("PN") if direction == "inbound" and phone_number else None,
+            "price": None,
+            "price_unit": "USD",
+            "queue_time": "0",
+            "sid": call_sid,
+            "start_time": now if status == "in-progress" else None,
+            "status": status,
+            "stir_verstat": None,
+            "subresource_uris": {
+                name: f"{uri}/{path}.json"
+                for name, path in (
+                    ("notifications", "Notifications"),
+                    ("recordings", "Recordings"),
+                    ("payments", "Payments"),
+                    ("events", "Events"),
+                    ("siprec", "Siprec"),
+                    ("streams", "Streams"),
+                    ("transcriptions", "Transcriptions"),
+                    ("user_defined_message_subscriptions", "UserDefinedMessageSubscriptions"),
+                    ("user_defined_messages", "UserDefinedMessages"),
+                )
+            },
+            "to": to,
+            "to_formatted": _formatted(to),
+            "trunk_sid": None,
+            "uri": f"{uri}.json",
+        }
+        with self._changed:
+            self._calls[call_sid] = resource
+            self._changed.notify_all()
+        return call_sid
+
+    def inbound_call(self, *, from_: str, to: str, **kwargs: Any) -> dict[str, str]:
+        """`inbound_call_params` for this account, with the call made known to the fake.
+
+        The webhook says "ringing" (Twilio asks for TwiML before it answers); the resource is
+        "in-progress", as it is once the app's TwiML has answered.
+        """
+        params = inbound_call_params(account_sid=self.account_sid, from_=from_, to=to, **kwargs)
+        self.add_call(
+            params["CallSid"],
+            from_=params["From"],
+            to=params["To"],
+            direction=params["Direction"],
+        )
+        return params
+
+    def end_call(self, call_sid: str, status: str = "completed") -> None:
+        """The call is over (the caller hung up, say): later updates answer 400, code 21220."""
+        if status not in CALL_FINAL_STATUSES:
+            raise ValueError(f"not a final call status: {status!r}")
+        with self._changed:
+            if call_sid not in self._calls:
+                raise KeyError(f"{call_sid} is not a call the fake knows; add_call() it first")
+            self._finish(self._calls[call_sid], status, datetime.now(UTC))
+            self._changed.notify_all()
+
+    def wait_for_call_update(
+        self, call_sid: str, timeout: float = 10, n: int = 1
+    ) -> dict[str, Any]:
+        """Block until the fake has applied `n` updates to `call_sid`; return the n-th (a copy)."""
+
+        def updates() -> list[dict[str, Any]]:
+            return [u for u in self._call_updates if u["call_sid"] == call_sid]
+
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(updates()) >= n, timeout):
+                raise TimeoutError(
+                    f"{len(updates())} of {n} updates to {call_sid} after {timeout}s: "
+                    f"{self._call_updates}"
+                )
+            return copy.deepcopy(updates()[n - 1])
 
     def wait_for_callbacks(self, n: int, timeout: float = 10) -> list[Callback]:
         """Block until at least `n` status callbacks have been sent (answered or not)."""
@@ -365,6 +669,8 @@ class FakeTwilio:
                     self._media_content,
                     methods=["GET"],
                 ),
+                Route(f"{prefix}/Calls/{{call_sid}}.json", self._fetch_call, methods=["GET"]),
+                Route(f"{prefix}/Calls/{{call_sid}}.json", self._update_call, methods=["POST"]),
                 Route("/{path:path}", self._unknown, methods=["GET", "POST", "DELETE"]),
             ]
         )
@@ -429,17 +735,24 @@ class FakeTwilio:
             return _not_found(request)
         return None
 
+    def _scripted_failure(self) -> Response | None:
+        """The next failure queued by `fail_next`, for whichever create or update comes first."""
+        with self._lock:
+            failure = self._failures.popleft() if self._failures else None
+        if failure is None:
+            return None
+        headers = {"Retry-After": failure.retry_after} if failure.retry_after else None
+        message = _MESSAGES.get(failure.code, "Scripted failure")
+        return _error(failure.status, failure.code, message, headers=headers)
+
     async def _create(self, request: Request) -> Response:
         recorded = await self._record(request)
         refusal = self._refusal(request)
         if refusal is not None:
             return refusal
-        with self._lock:
-            failure = self._failures.popleft() if self._failures else None
-        if failure is not None:
-            headers = {"Retry-After": failure.retry_after} if failure.retry_after else None
-            message = _MESSAGES.get(failure.code, "Scripted failure")
-            return _error(failure.status, failure.code, message, headers=headers)
+        failed = self._scripted_failure()
+        if failed is not None:
+            return failed
 
         to = recorded.get("To") or ""
         sender = recorded.get("From") or None
@@ -540,6 +853,66 @@ class FakeTwilio:
         content, content_type = media
         return Response(content, media_type=content_type, headers=_headers())
 
+    async def _fetch_call(self, request: Request) -> Response:
+        await self._record(request)
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        with self._lock:
+            answer = copy.deepcopy(self._calls.get(request.path_params["call_sid"]))
+        if answer is None:
+            return _not_found(request)
+        return JSONResponse(answer, headers=_headers())
+
+    async def _update_call(self, request: Request) -> Response:
+        recorded = await self._record(request)
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        failed = self._scripted_failure()
+        if failed is not None:
+            return failed
+
+        call_sid = request.path_params["call_sid"]
+        status = recorded.get("Status") or None
+        now = datetime.now(UTC)
+        with self._changed:
+            resource = self._calls.get(call_sid)
+            if resource is None:
+                return _not_found(request)
+            if resource["status"] in CALL_FINAL_STATUSES:
+                return _error(400, 21220, _MESSAGES[21220])
+            if status == "completed" or (
+                # As documented, "canceled" hangs up only a call not yet answered.
+                status == "canceled" and resource["status"] in ("queued", "ringing")
+            ):
+                self._finish(resource, status, now)
+            resource["date_updated"] = rfc2822(now)
+            self._call_updates.append(
+                {
+                    "call_sid": call_sid,
+                    "twiml": recorded.get("Twiml"),
+                    "url": recorded.get("Url"),
+                    "method": recorded.get("Method"),
+                    "status": status,
+                    "time": now,
+                }
+            )
+            answer = copy.deepcopy(resource)
+            self._changed.notify_all()
+        return JSONResponse(answer, headers=_headers())
+
+    @staticmethod
+    def _finish(resource: dict[str, Any], status: str, now: datetime) -> None:
+        """End a stored call (the caller holds the lock)."""
+        resource["status"] = status
+        resource["end_time"] = rfc2822(now)
+        resource["date_updated"] = rfc2822(now)
+        # Documented: `duration` stays empty for busy, failed, unanswered (or ongoing) calls.
+        if status == "completed" and resource["start_time"] is not None:
+            started = parsedate_to_datetime(resource["start_time"])
+            resource["duration"] = str(max(0, int((now - started).total_seconds())))
+
     async def _unknown(self, request: Request) -> Response:
         await self._record(request)
         return _not_found(request)
@@ -637,6 +1010,17 @@ def _error(
         status_code=status,
         headers={**_headers(), **(headers or {})},
     )
+
+
+def _formatted(address: str) -> str:
+    """A Call's `from_formatted`/`to_formatted`: North American numbers as (415) 867-5309, other
+    numbers in E.164, anything else (a SIP URI, client:name) as it is."""
+    if "@" in address or not _E164.match(address):
+        return address
+    number = phonenumbers.parse(address)
+    if number.country_code == 1:
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    return address
 
 
 def _not_found(request: Request) -> JSONResponse:
