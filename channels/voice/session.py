@@ -182,7 +182,6 @@ class _Listening:
 @dataclass
 class _Playback:
     message_id: str
-    text: str
     sentences: int
     interruptible: bool
     sent: int = 0
@@ -206,7 +205,6 @@ class CallSession:
     ) -> None:
         self.call = call
         self.language = call.language
-        self.timings: list[TurnTiming] = []
         self._audio = audio
         self._actions = actions
         self._orchestrator = orchestrator
@@ -452,7 +450,6 @@ class CallSession:
                     False,
                 )
             )
-        self.timings.append(timing)
         await self._play(items, timing)
         if timing.first_audio_ms is not None:
             with contextlib.suppress(Exception):
@@ -489,7 +486,7 @@ class CallSession:
         for index, (message_id, text, interruptible) in enumerate(items):
             key = message_id or f"say-{self.call.call_sid}-{self.now_ms():.0f}-{index}"
             parts = sentences(text)
-            playback = _Playback(key, text, len(parts), interruptible)
+            playback = _Playback(key, len(parts), interruptible)
             # System prompts are not stored messages, but barge-in treats them alike.
             self._playbacks[key] = playback
             pieces.extend((playback, part, i) for i, part in enumerate(parts))
