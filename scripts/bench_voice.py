@@ -15,7 +15,8 @@ codecs, resampling, thread hops, database). Baseline, side by side: the same sen
 text through the API channel (`POST /api/v1/messages`) to the same server, interleaved with the
 calls: what the dialogue costs without voice.
 
-Runs: (1) the default engines, one call, sequential turns; (2) the same with a JSGF grammar
+Runs (each server first takes a two-turn warm-up call, not counted): (1) the default engines,
+one call, sequential turns; (2) the same with a JSGF grammar
 (VOICE_STT_GRAMMAR, the phrases the callers say), one call; (3) with the grammar, 1, 2, 4, 8,
 ... concurrent calls, each taking turns at random offsets; a load is "held" while the first-audio
 p95 stays within 2x the single-call p95 and no turn goes unanswered. Goals (issue 6): overhead
@@ -200,6 +201,9 @@ def summarize(figures: list[dict[str, Any]]) -> dict[str, Any]:
 async def single(platform: Platform, turns: int) -> dict[str, Any]:
     baseline: list[float] = []
     async with aiohttp.ClientSession() as http:
+        # Warm-up, not counted: a fresh server's first turn loads what it loads lazily (Rasa's
+        # first request, the knowledge index, the recognizer's calibration): seconds, once.
+        await one_call(platform, http, 2, baseline=[])
         call_sid, _ = await one_call(platform, http, turns, baseline=baseline)
     result = summarize(platform.turn_figures([call_sid]))
     result["baseline_text_p50_ms"] = percentile(baseline, 50)
