@@ -23,7 +23,7 @@ import hmac
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -218,7 +218,7 @@ class VoiceCalls:
         return await self.transfer_with(call_sid, target, phrase("voice_connecting", language))
 
     async def transfer_with(self, call_sid: str, target: str, announce: str) -> bool:
-        number = self._number(target)
+        number = self.number_for(target)
         call = await self.get(call_sid)
         if number is None or call is None:
             return False
@@ -238,6 +238,15 @@ class VoiceCalls:
             return False
         await self._audit(call, "call.transferred", {"to": target})
         return True
+
+    async def transfer_outcome(self, call_sid: str, status: str) -> None:
+        """What Twilio's <Dial action> reported: completed, answered, busy, no-answer..."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(VoiceCall)
+                .where(VoiceCall.call_sid == call_sid)
+                .values(transfer_status=status)
+            )
 
     async def _set_transfer(self, call_sid: str, target: str | None, status: str) -> None:
         async with self._sessions() as session, session.begin():
@@ -337,10 +346,8 @@ class VoiceCalls:
         )
         outbound = Outbound(conversation.id, Channel.SMS, text, language=call.language)
         replies = [
-            *(
-                r.__class__(r.text, r.buttons, "system", r.status, {**r.meta, "from_call": True})
-                for r in sms_delivery(outbound, call.caller)
-            )
+            replace(reply, sender="system", meta={**reply.meta, "from_call": True})
+            for reply in sms_delivery(outbound, call.caller)
         ]
         stored = await self._store.add_replies(
             conversation=conversation,
@@ -356,7 +363,7 @@ class VoiceCalls:
         await self._audit(call, "call.follow_up_texted", {})
         return True
 
-    def _number(self, target: str) -> str | None:
+    def number_for(self, target: str) -> str | None:
         if target == "oncall":
             return self._settings.voice_oncall_number
         return self._settings.voice_staff_number
@@ -465,6 +472,12 @@ def build_router(
             action_on_empty_result=True,
         )
 
+    def greeting(language: str) -> Gather:
+        """The first turn-by-turn prompt of a call."""
+        prompt = gather(1, language)
+        say(prompt, phrase("voice_greeting", language), language)
+        return prompt
+
     @router.post(VOICE_PATH)
     async def incoming(request: Request) -> Response:
         params = await signed_form(request, VOICE_PATH)
@@ -492,9 +505,8 @@ def build_router(
         )
         if streaming:
             base = (settings.public_base_url or "").rstrip("/")
-            ws_url = "wss://" + base.split("://", 1)[-1] + STREAM_PATH
-            if base.startswith("http://"):
-                ws_url = "ws://" + base.split("://", 1)[-1] + STREAM_PATH
+            scheme = "ws" if base.startswith("http://") else "wss"
+            ws_url = f"{scheme}://{base.split('://', 1)[-1]}{STREAM_PATH}"
             token = stream_token(
                 secret, call_sid, int(time.time()) + settings.voice_stream_token_ttl_s
             )
@@ -505,9 +517,7 @@ def build_router(
             stream.parameter(name="token", value=token)
             response.append(connect)
         else:
-            prompt = gather(1, call.language)
-            say(prompt, phrase("voice_greeting", call.language), call.language)
-            response.append(prompt)
+            response.append(greeting(call.language))
         return _twiml(response)
 
     @router.post(GATHER_PATH)
@@ -529,13 +539,11 @@ def build_router(
             if call.transfer_to is not None:
                 response.hangup()
                 return _twiml(response)
-            prompt = gather(1, call.language)
-            say(prompt, phrase("voice_greeting", call.language), call.language)
-            response.append(prompt)
+            response.append(greeting(call.language))
             return _twiml(response)
         language = call.language
         if offer and (digit == settings.voice_transfer_digit or accepts_transfer(speech)):
-            number = calls._number(offer)
+            number = calls.number_for(offer)
             if number:
                 say(response, phrase("voice_connecting", language), language)
                 response.append(calls.dial(number, offer))
@@ -598,12 +606,7 @@ def build_router(
         if call is None:
             response.hangup()
             return _twiml(response)
-        async with calls._sessions() as session, session.begin():
-            await session.execute(
-                update(VoiceCall)
-                .where(VoiceCall.call_sid == call_sid)
-                .values(transfer_status=outcome[:16] or "unknown")
-            )
+        await calls.transfer_outcome(call_sid, outcome[:16] or "unknown")
         if outcome in ("completed", "answered"):
             response.hangup()
             return _twiml(response)
