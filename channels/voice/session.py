@@ -184,6 +184,8 @@ class _Playback:
     message_id: str
     sentences: int
     interruptible: bool
+    # A stored reply (its transcript row records what was heard), or a system prompt.
+    stored: bool
     sent: int = 0
     played: int = 0
     first_audio_ms: float | None = None
@@ -486,7 +488,7 @@ class CallSession:
         for index, (message_id, text, interruptible) in enumerate(items):
             key = message_id or f"say-{self.call.call_sid}-{self.now_ms():.0f}-{index}"
             parts = sentences(text)
-            playback = _Playback(key, len(parts), interruptible)
+            playback = _Playback(key, len(parts), interruptible, stored=message_id is not None)
             # System prompts are not stored messages, but barge-in treats them alike.
             self._playbacks[key] = playback
             pieces.extend((playback, part, i) for i, part in enumerate(parts))
@@ -516,7 +518,7 @@ class CallSession:
         return frames(mulaw_encode(resample(pcm, rate, TELEPHONE_RATE)))
 
     async def _record(self, playback: _Playback, *, ended: str | None = None) -> None:
-        if playback.message_id.startswith("say-"):
+        if not playback.stored:
             return
         voice: dict[str, Any] = {
             "playback": playback.outcome,
