@@ -176,6 +176,14 @@ class Settings(BaseSettings):
     # A per-call token in the stream's <Parameter> is valid this long after the webhook.
     voice_stream_token_ttl_s: int = 120
 
+    # --- access control (webapp/auth.py) ---
+
+    # --- data protection (encryption at rest) ---
+
+    # --- data protection (audit chain, retention, export, erasure) ---
+
+    # --- observability (metrics, readiness) ---
+
     max_message_chars: int = 4000
     max_request_bytes: int = 64 * 1024
     rate_limit_per_sender: str = "30/minute"
