@@ -33,4 +33,7 @@ COPY --from=chat-page /src/webapp/static/ webapp/static/
 RUN useradd --system --uid 10001 clinic && mkdir -p /app/var && chown clinic /app/var
 USER clinic
 EXPOSE 8000
-CMD ["uvicorn", "webapp.main:app", "--host", "0.0.0.0", "--port", "8000", "--workers", "4", "--proxy-headers"]
+# One worker per container: scale with containers behind a sticky load balancer (docker-compose.yml
+# runs WEB_REPLICAS of them behind nginx), because socket.io's long-polling fallback must reach the
+# process holding the session.
+CMD ["uvicorn", "webapp.main:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]

@@ -23,6 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.store import ConversationInfo
+from core.crypto import blind_index
 from core.orm import AuditEvent, ChannelIdentity, Conversation, PhoneLinkCode, SmsConsent, utcnow
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class PhoneLinking:
             recent_to_number = await session.scalar(
                 select(func.count())
                 .select_from(PhoneLinkCode)
-                .where(PhoneLinkCode.address == address)
+                .where(PhoneLinkCode.address_hash == blind_index(address))
                 .where(PhoneLinkCode.created_at > hour_ago)
             )
             recent_by_patient = await session.scalar(
@@ -135,7 +136,7 @@ class PhoneLinking:
             if (recent_to_number or 0) >= limit or (recent_by_patient or 0) >= 2 * limit:
                 raise LinkError("rate_limited")
             consent = await session.scalar(
-                select(SmsConsent.status).where(SmsConsent.address == address)
+                select(SmsConsent.status).where(SmsConsent.address_hash == blind_index(address))
             )
             if consent == "opted_out":
                 raise LinkError("opted_out")
@@ -208,7 +209,7 @@ class PhoneLinking:
         identity = await session.scalar(
             select(ChannelIdentity)
             .where(ChannelIdentity.channel == "sms")
-            .where(ChannelIdentity.address == address)
+            .where(ChannelIdentity.address_hash == blind_index(address))
         )
         detail: dict[str, object] = {}
         if identity is None:

@@ -47,8 +47,10 @@ from bot.store import (
     ConversationStore,
     Deadlines,
     NewReply,
+    TurnAlreadyCompleted,
 )
 from bot.text import clean_for_storage, is_blank, normalize_for_understanding
+from core import metrics
 from rag.answer import KnowledgeAnswer, decline_text
 
 log = logging.getLogger(__name__)
@@ -196,7 +198,12 @@ class Orchestrator:
         """Store one message and answer it now (web chat, API)."""
         accepted = await self.accept(inbound)
         if accepted.duplicate:
-            return await self._duplicate_result(accepted)
+            # The first attempt's process may have died (kill -9, a deploy) after storing the
+            # message and before answering it: the resend answers it. Should the first still be
+            # running, `complete_turn` keeps whichever answer is stored first.
+            if await self._store.message_status(accepted.message.id) != "received":
+                return await self._duplicate_result(accepted)
+            accepted = replace(accepted, duplicate=False)
         return await self.process(accepted, stream=stream)
 
     async def accept(
@@ -236,6 +243,8 @@ class Orchestrator:
             text=clean_for_storage(inbound.text),
             language=language,
         )
+        if not duplicate:
+            metrics.count_message(inbound.channel.value, "in")
         return Accepted(
             conversation=conversation,
             message=message,
@@ -275,6 +284,10 @@ class Orchestrator:
         return TurnResult(accepted.conversation.id, accepted.message, tuple(replies), state, True)
 
     async def process(self, accepted: Accepted, *, stream: StreamSink | None = None) -> TurnResult:
+        with metrics.TURNS_IN_PROGRESS.track_inprogress(), metrics.timed("turn"):
+            return await self._process(accepted, stream=stream)
+
+    async def _process(self, accepted: Accepted, *, stream: StreamSink | None) -> TurnResult:
         conversation, message, language = (
             accepted.conversation,
             accepted.message,
@@ -289,7 +302,9 @@ class Orchestrator:
             if chosen is not None:
                 accepted = replace(accepted, payload=offered[chosen - 1].payload)
         # The safety layer reads every message first, whoever is answering the conversation.
-        safety = self._safety.assess(understood, language=language)
+        with metrics.timed("safety"):
+            safety = self._safety.assess(understood, language=language)
+        metrics.count_safety_event(safety.level, safety.categories)
         turn = _Turn(audits=[("safety.assessed", _safety_audit(safety))])
         dialogue_started = time.perf_counter()
         follow_up_running = bool(conversation.safety_protocol) and conversation.mode != "staff"
@@ -320,21 +335,25 @@ class Orchestrator:
                 replies.extend(_deliver_inline(render(outbound), accepted.sender_address))
             else:
                 replies.extend(deliver(outbound, accepted.sender_address))
-        stored_replies = await self._store.complete_turn(
-            conversation=conversation,
-            inbound_id=message.id,
-            channel=accepted.channel,
-            replies=replies,
-            status=turn.status,
-            needs_follow_up=turn.follow_up,
-            language=language,
-            safety=safety,
-            dialogue_ms=round(dialogue_ms, 2),
-            triage=turn.triage,
-            safety_protocol=turn.protocol,
-            audits=turn.audits,
-            unanswered=turn.unanswered,
-        )
+        try:
+            stored_replies = await self._store.complete_turn(
+                conversation=conversation,
+                inbound_id=message.id,
+                channel=accepted.channel,
+                replies=replies,
+                status=turn.status,
+                needs_follow_up=turn.follow_up,
+                language=language,
+                safety=safety,
+                dialogue_ms=round(dialogue_ms, 2),
+                triage=turn.triage,
+                safety_protocol=turn.protocol,
+                audits=turn.audits,
+                unanswered=turn.unanswered,
+            )
+        except TurnAlreadyCompleted:
+            return await self._duplicate_result(accepted)
+        metrics.count_message(accepted.channel.value, "out", len(stored_replies))
         if turn.unanswered and conversation.unanswered_streak + 1 >= UNANSWERED_LIMIT:
             turn.escalations.append(("normal", "unanswered", (), None))
         # A case open before this turn gets the turn copied to staff; a case this turn opens
@@ -417,12 +436,14 @@ class Orchestrator:
             self._protocol_turn(turn, conversation.safety_protocol, understood, language)
             return
         try:
-            replies = await self._dialogue.respond(
-                conversation_id=conversation.id,
-                text=_dialogue_text(accepted.payload, understood),
-                metadata={"language": language, "channel": accepted.channel.value},
-            )
+            with metrics.timed("rasa"):
+                replies = await self._dialogue.respond(
+                    conversation_id=conversation.id,
+                    text=_dialogue_text(accepted.payload, understood),
+                    metadata={"language": language, "channel": accepted.channel.value},
+                )
         except DialogueUnavailable as exc:
+            metrics.count_dependency_failure("rasa", "fallback_reply")
             log.warning(
                 "dialogue unavailable, message kept for follow-up",
                 extra={"conversation_id": conversation.id, "reason": str(exc)},
@@ -472,6 +493,7 @@ class Orchestrator:
         except Exception as exc:
             # Still loading, or the index is unreadable: say so and offer a person.
             log.warning("knowledge-base answer failed", extra={"error": type(exc).__name__})
+            metrics.count_dependency_failure("knowledge_base", "declined")
             if stream:
                 await stream.reset()
             turn.replies.append(_Reply(decline_text("weak_retrieval", language), staff))
@@ -507,6 +529,7 @@ class Orchestrator:
         if disposition not in ("emergency", "urgent", "routine", "self_care"):
             log.warning("ignoring a triage result without a known disposition")
             return
+        metrics.TRIAGE_DISPOSITIONS.labels(disposition, "dialogue").inc()
         turn.triage = {
             "disposition": disposition,
             "reasons": [str(r) for r in triage.get("reasons", [])],
@@ -559,6 +582,8 @@ class Orchestrator:
             summary=summary,
             deadlines=self._config.deadlines,
         )
+        if changed:
+            metrics.ESCALATIONS_OPENED.labels(priority, reason).inc()
         if changed and self._on_escalation:
             await self._on_escalation(case_id, priority)
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.contract import Button, Channel, Inbound, SafetyAssessment, StoredMessage
+from core.crypto import blind_index
 from core.orm import (
     AuditEvent,
     ChannelIdentity,
@@ -25,6 +26,14 @@ from core.orm import (
     new_id,
     utcnow,
 )
+
+# An inbound message nobody has answered yet (`processing`: a worker claimed it).
+UNANSWERED = ("received", "processing")
+
+
+class TurnAlreadyCompleted(Exception):
+    """Another attempt answered this message first (a retry after its process died, racing
+    the original): that attempt's replies stand, this one's are dropped."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,9 @@ KEEP: Any = object()
 PRIORITY_RANK = {"normal": 0, "high": 1, "immediate": 2}
 # A case staff are working on, or waiting to; handed back and resolved cases are closed.
 ACTIVE_CASE = ("open", "claimed")
+# A staff reply's vendor id is its staff-tool post's id (redelivered posts are recognised by it)
+# until a channel's sender replaces it with the vendor's message id.
+STAFF_POST_PREFIX = "staff:"
 # The patient's answer to "how did it go?" after staff resolved their case.
 FEEDBACK_PAYLOADS = {"/feedback_good": "good", "/feedback_okay": "okay", "/feedback_poor": "poor"}
 
@@ -151,7 +163,7 @@ class ConversationStore:
                 select(Conversation)
                 .join(ChannelIdentity, Conversation.patient_id == ChannelIdentity.patient_id)
                 .where(ChannelIdentity.channel == channel.value)
-                .where(ChannelIdentity.address == address)
+                .where(ChannelIdentity.address_hash == blind_index(address))
                 .where(Conversation.merged_into.is_(None))
                 .order_by(Conversation.created_at.desc())
                 .limit(1)
@@ -231,14 +243,15 @@ class ConversationStore:
         return stored(message), False
 
     async def claim_inbound(self, message_id: str) -> ClaimedInbound | None:
-        """Take a stored inbound message for processing, once: a redelivered task finds it
-        already taken (or done) and gets None."""
+        """Take a stored inbound message for processing: a redelivered task finds it answered
+        and gets None. One still `processing` is taken again: a task is redelivered when its
+        worker died (kill -9) halfway, and `complete_turn` keeps a single answer."""
         async with self._sessions() as session, session.begin():
             taken = await session.execute(
                 update(Message)
                 .where(Message.id == message_id)
                 .where(Message.direction == "inbound")
-                .where(Message.status == "received")
+                .where(Message.status.in_(UNANSWERED))
                 .values(status="processing")
             )
             if taken.rowcount != 1:  # type: ignore[attr-defined]
@@ -309,7 +322,8 @@ class ConversationStore:
         unanswered: bool | None = None,
     ) -> list[StoredMessage]:
         """Store the replies to one inbound message, its decisions' audit records and the
-        conversation's new state, and close the message's processing, atomically."""
+        conversation's new state, and close the message's processing, atomically. Raises
+        TurnAlreadyCompleted (storing nothing) when another attempt answered it first."""
         now = utcnow()
         messages = [_outbound(conversation.id, channel, language, r, inbound_id) for r in replies]
         async with self._sessions() as session, session.begin():
@@ -324,9 +338,10 @@ class ConversationStore:
                 )
                 for action, detail in audits
             )
-            await session.execute(
+            closed = await session.execute(
                 update(Message)
                 .where(Message.id == inbound_id)
+                .where(Message.status.in_(UNANSWERED))
                 .values(
                     status=status,
                     needs_follow_up=needs_follow_up,
@@ -335,6 +350,8 @@ class ConversationStore:
                     language=language,
                 )
             )
+            if closed.rowcount != 1:  # type: ignore[attr-defined]
+                raise TurnAlreadyCompleted(inbound_id)
             # Most turns change nothing on the conversation; its activity is in its messages.
             changes: dict[str, Any] = {}
             if language != conversation.language:

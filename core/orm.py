@@ -20,7 +20,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, mapped_column, relationship
+
+from core.crypto import BLIND_INDEX_OF, EncryptedJSON, EncryptedText, index_default
 
 
 def new_id() -> str:
@@ -33,6 +35,14 @@ def utcnow() -> datetime:
 
 # SQLite has no BIGINT autoincrement; Integer there, BigInteger elsewhere.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def blind_index_of(source: str, **options: Any) -> MappedColumn[Any]:
+    """The blind index of an encrypted column (core/crypto.py): filled on insert, and what
+    rows are looked up by (`address_hash == blind_index(number)`)."""
+    return mapped_column(
+        String(64), default=index_default(source), info={BLIND_INDEX_OF: source}, **options
+    )
 
 
 class Base(DeclarativeBase):
@@ -53,16 +63,20 @@ class ChannelIdentity(Base):
     """How one patient is reached on one channel: a phone number, a web session, an API id.
 
     `address` is the channel's own key; for web sessions it is a hash of the session token so
-    a leaked database does not hand out live sessions.
+    a leaked database does not hand out live sessions. It is encrypted; look-ups go through
+    `address_hash`.
     """
 
     __tablename__ = "channel_identities"
-    __table_args__ = (UniqueConstraint("channel", "address", name="uq_identity_channel_address"),)
+    __table_args__ = (
+        UniqueConstraint("channel", "address_hash", name="uq_identity_channel_address_hash"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
     channel: Mapped[str] = mapped_column(String(16))
-    address: Mapped[str] = mapped_column(String(255))
+    address: Mapped[str] = mapped_column(EncryptedText)
+    address_hash: Mapped[str] = blind_index_of("address")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     patient: Mapped[Patient] = relationship(back_populates="identities")
@@ -81,9 +95,9 @@ class Conversation(Base):
     language: Mapped[str] = mapped_column(String(8))
     safety_level: Mapped[str] = mapped_column(String(16), default="none")
     safety_rule_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
-    triage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    triage: Mapped[dict[str, Any] | None] = mapped_column(EncryptedJSON)
     # The crisis follow-up in progress (C-SSRS screener step and answers), None when none is.
-    safety_protocol: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    safety_protocol: Mapped[dict[str, Any] | None] = mapped_column(EncryptedJSON)
     needs_follow_up: Mapped[bool] = mapped_column(Boolean, default=False)
     # Consecutive turns the assistant could not answer; two in a row open a case for staff.
     unanswered_streak: Mapped[int] = mapped_column(Integer, default=0)
@@ -109,12 +123,13 @@ class Message(Base):
     channel: Mapped[str] = mapped_column(String(16))
     direction: Mapped[str] = mapped_column(String(8))
     sender: Mapped[str] = mapped_column(String(8))
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(EncryptedText)
     language: Mapped[str | None] = mapped_column(String(8))
     buttons: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     vendor_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
     vendor_ids: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    # Holds phone numbers (from, to) and channel details: encrypted like the text.
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", EncryptedJSON, default=dict)
     status: Mapped[str] = mapped_column(String(16))
     needs_follow_up: Mapped[bool] = mapped_column(Boolean, default=False)
     in_reply_to: Mapped[str | None] = mapped_column(String(32), index=True)
@@ -145,7 +160,7 @@ class Escalation(Base):
     # emergency | crisis | triage | request | unanswered
     reason: Mapped[str] = mapped_column(String(32))
     rule_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
-    summary: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[str | None] = mapped_column(EncryptedText)
     status: Mapped[str] = mapped_column(String(16), default="open")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -194,7 +209,8 @@ class SmsConsent(Base):
 
     __tablename__ = "sms_consent"
 
-    address: Mapped[str] = mapped_column(String(32), primary_key=True)  # E.164
+    address_hash: Mapped[str] = blind_index_of("address", primary_key=True)
+    address: Mapped[str] = mapped_column(EncryptedText)  # E.164
     status: Mapped[str] = mapped_column(String(16))  # opted_in | opted_out
     keyword: Mapped[str | None] = mapped_column(String(32))
     source: Mapped[str] = mapped_column(String(32))  # keyword | carrier (Twilio error 21610)
@@ -213,8 +229,8 @@ class VoiceCall(Base):
     conversation_id: Mapped[str] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE"), index=True
     )
-    caller: Mapped[str] = mapped_column(String(64))
-    called: Mapped[str | None] = mapped_column(String(64))
+    caller: Mapped[str] = mapped_column(EncryptedText)
+    called: Mapped[str | None] = mapped_column(EncryptedText)
     via: Mapped[str] = mapped_column(String(8))  # pstn | sip
     mode: Mapped[str] = mapped_column(String(8))  # stream | gather
     status: Mapped[str] = mapped_column(String(16))  # ringing | in-progress | completed ...
@@ -267,14 +283,17 @@ class PhoneLinkCode(Base):
     """A one-time code sent by SMS to link a phone to a patient. Only its HMAC is stored."""
 
     __tablename__ = "phone_link_codes"
-    __table_args__ = (Index("ix_phone_link_codes_address_created", "address", "created_at"),)
+    __table_args__ = (
+        Index("ix_phone_link_codes_address_hash_created", "address_hash", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     patient_id: Mapped[str] = mapped_column(
         ForeignKey("patients.id", ondelete="CASCADE"), index=True
     )
     conversation_id: Mapped[str] = mapped_column(String(32))
-    address: Mapped[str] = mapped_column(String(32))  # E.164
+    address: Mapped[str] = mapped_column(EncryptedText)  # E.164
+    address_hash: Mapped[str] = blind_index_of("address")
     code_hash: Mapped[str] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(
@@ -284,10 +303,37 @@ class PhoneLinkCode(Base):
     expires_at: Mapped[datetime] = mapped_column()
 
 
+class StaffUser(Base):
+    """A person who signs in to the console and admin API (webapp/auth.py).
+
+    `username` is stored in lower case, which makes it unique regardless of case. Bumping
+    `session_version` (sign-out, new password, new role, disabled) ends all of its sessions."""
+
+    __tablename__ = "staff_users"
+    __table_args__ = (UniqueConstraint("username", name="uq_staff_users_username"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    username: Mapped[str] = mapped_column(String(64))
+    display_name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))  # admin | staff | auditor
+    password_hash: Mapped[str] = mapped_column(String(255))  # argon2id
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    session_version: Mapped[int] = mapped_column(Integer, default=1)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column()
+
+
 class AuditEvent(Base):
-    """Append-only record of who did what to which conversation. Never holds message text."""
+    """Append-only record of who did what to which conversation. Never holds message text.
+
+    Hash-chained (core/audit.py fills `prev_hash` and `hash` on insert, however the row is
+    added); triggers refuse UPDATE and DELETE."""
 
     __tablename__ = "audit_events"
+    # One successor per event: a fork of the chain fails to insert instead of being stored.
+    __table_args__ = (Index("ux_audit_events_prev_hash", "prev_hash", unique=True),)
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -296,3 +342,9 @@ class AuditEvent(Base):
     patient_id: Mapped[str | None] = mapped_column(String(32), index=True)
     conversation_id: Mapped[str | None] = mapped_column(String(32), index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+# The audit chain's listeners (imported here so that every writer of AuditEvent has them).
+from core import audit as _audit_chain  # noqa: E402, F401

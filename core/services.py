@@ -28,6 +28,7 @@ from bot.safety_replies import Resources
 from bot.store import ConversationStore, Deadlines
 from channels.sms.delivery import sms_delivery
 from channels.sms.webhook import SEND as SMS_SEND
+from core import crypto
 from core.db import make_async_engine, make_sessionmaker
 from core.settings import Settings
 from core.tasks import (
@@ -75,6 +76,8 @@ def resources(settings: Settings) -> Resources:
 
 
 def build_services(settings: Settings, *, knowledge_cold_wait_s: float = 3.0) -> Services:
+    # The database's encrypted columns use these settings' keys from now on in this process.
+    crypto.use(settings)
     engine = make_async_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     store = ConversationStore(sessions)

@@ -6,8 +6,12 @@ rate limiter, Celery on a SQLite broker. Production sets `DATABASE_URL`, `REDIS_
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import os
 import secrets
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -29,6 +33,9 @@ class Settings(BaseSettings):
     database_url: str = ""
     redis_url: str | None = None
     celery_broker_url: str = ""
+    # Redis broker: a task a worker took and never acknowledged (the worker was killed) goes to
+    # another worker after this long. Sending and answering are safe to run twice.
+    celery_visibility_timeout_s: int = 3600
     auto_migrate: bool = True
 
     rasa_url: str = "http://127.0.0.1:5005"
@@ -177,12 +184,50 @@ class Settings(BaseSettings):
     voice_stream_token_ttl_s: int = 120
 
     # --- access control (webapp/auth.py) ---
+    # Staff sign-in sessions (JWT signed with a key derived from SECRET_KEY) last this long.
+    session_ttl_s: int = 8 * 3600
+    # Each process re-reads an account (active, signed out?) at most this often; a sign-out
+    # handled by another process takes effect within this time.
+    session_check_cache_s: float = 5.0
+    # This many wrong passwords in a row lock the account for LOGIN_LOCKOUT_S.
+    login_max_failures: int = 5
+    login_lockout_s: int = 15 * 60
+    # argon2id cost for new passwords; older hashes are upgraded at the next sign-in.
+    password_hash_time_cost: int = 3
+    password_hash_memory_kib: int = 64 * 1024
+    # An OpenID Connect provider whose access tokens also open the admin API (all three set:
+    # issuer, audience, JWKS URL). Roles come from OIDC_ROLE_CLAIM (a list or a string; a
+    # dotted path such as realm_access.roles reaches nested claims).
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_role_claim: str = "roles"
+    oidc_username_claim: str = "preferred_username"
 
     # --- data protection (encryption at rest) ---
+    # Fernet keys for message text and patient fields, comma-separated: the first encrypts,
+    # all decrypt. Rotation: put a new key first, run `python -m core.crypto rotate`, then drop
+    # the old one. Unset outside production: one key generated once under DATA_DIR.
+    encryption_keys: SecretStr | None = None
+    # Keys the blind indexes (HMACs phone numbers and addresses are looked up by). Unset
+    # outside production: generated once under DATA_DIR.
+    blind_index_key: SecretStr | None = None
 
     # --- data protection (audit chain, retention, export, erasure) ---
+    # Conversations (messages, pictures, calls, cases) of patients silent this many days are
+    # erased by a daily task; 0 keeps them forever. Pictures can go sooner (0: with the rest).
+    retention_days: int = Field(default=0, ge=0)
+    retention_media_days: int = Field(default=0, ge=0)
+    # Rasa's tracker store (the SQLAlchemy URL of its database, e.g. sqlite:///var/rasa/
+    # tracker.db): erasure and retention delete the dialogue's copy of a conversation there too.
+    rasa_tracker_db_url: str | None = None
 
     # --- observability (metrics, readiness) ---
+    # /metrics asks for `Authorization: Bearer <METRICS_TOKEN>` when set (docs/OBSERVABILITY.md).
+    metrics_token: SecretStr | None = None
+    # A Celery worker serves its own /metrics on this port when set (a worker that does not
+    # share PROMETHEUS_MULTIPROC_DIR with the web app on one host, as in docker compose).
+    metrics_worker_port: int | None = None
 
     max_message_chars: int = 4000
     max_request_bytes: int = 64 * 1024
@@ -219,6 +264,18 @@ class Settings(BaseSettings):
             path.chmod(0o600)
         return path.read_text().strip().encode()
 
+    def encryption_key_list(self) -> list[bytes]:
+        """ENCRYPTION_KEYS, else one Fernet key generated once and kept under DATA_DIR."""
+        if self.encryption_keys:
+            return [key.encode() for key in _split_keys(self.encryption_keys)]
+        return [_kept_under(self.data_dir / "encryption_key", _new_fernet_key)]
+
+    def blind_index_secret(self) -> bytes:
+        """BLIND_INDEX_KEY, else one generated once and kept under DATA_DIR."""
+        if self.blind_index_key:
+            return self.blind_index_key.get_secret_value().encode()
+        return _kept_under(self.data_dir / "blind_index_key", lambda: secrets.token_hex(32))
+
     @model_validator(mode="after")
     def _fill_derived_defaults(self) -> Settings:
         if not self.database_url:
@@ -231,6 +288,14 @@ class Settings(BaseSettings):
             )
         if self.environment == "production" and self.database_url.startswith("sqlite"):
             raise ValueError("DATABASE_URL must point to PostgreSQL in production")
+        _check_encryption_keys(self)
+        if self.environment == "production" and not self.secret_key:
+            # Every web replica and worker must sign and check sessions and codes alike; a key
+            # generated per container would not.
+            raise ValueError(
+                "SECRET_KEY must be set in production: generate one with "
+                "`python -c 'import secrets; print(secrets.token_hex(32))'`"
+            )
         for name in ("escalation_renotify_s", "escalation_supervisor_s"):
             delays = getattr(self, name)
             if set(delays) != {"immediate", "high", "normal"} or min(delays.values()) <= 0:
@@ -242,6 +307,54 @@ class Settings(BaseSettings):
         if self.default_language not in self.supported_languages:
             raise ValueError("DEFAULT_LANGUAGE must be one of SUPPORTED_LANGUAGES")
         return self
+
+
+def _split_keys(keys: SecretStr) -> list[str]:
+    return [key.strip() for key in keys.get_secret_value().split(",") if key.strip()]
+
+
+def _new_fernet_key() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def _kept_under(path: Path, make: Callable[[], str]) -> bytes:
+    # Written whole, readable by this user only, then linked into place: processes starting
+    # together agree on the first one and never read a half-written key.
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        with draft.open("x") as handle:
+            draft.chmod(0o600)
+            handle.write(make())
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, path)
+        draft.unlink()
+    return path.read_text().strip().encode()
+
+
+def _check_encryption_keys(settings: Settings) -> None:
+    """Keys are checked at start-up, so a typo is not found by the first patient message."""
+    advice = "generate one with `python -m core.crypto generate-key`"
+    keys = _split_keys(settings.encryption_keys) if settings.encryption_keys else []
+    if settings.environment == "production":
+        if not keys:
+            raise ValueError(f"ENCRYPTION_KEYS must be set in production: {advice}")
+        if not settings.blind_index_key:
+            raise ValueError(f"BLIND_INDEX_KEY must be set in production: {advice}")
+    if settings.encryption_keys and not keys:
+        raise ValueError(f"ENCRYPTION_KEYS is set but holds no key: {advice}")
+    for position, key in enumerate(keys, start=1):
+        try:
+            valid = len(base64.urlsafe_b64decode(key.encode())) == 32
+        except (ValueError, binascii.Error):
+            valid = False
+        if not valid:
+            raise ValueError(
+                f"Key {position} of ENCRYPTION_KEYS is not a Fernet key (32 url-safe base64 "
+                f"bytes): {advice}"
+            )
+    if settings.blind_index_key and len(settings.blind_index_key.get_secret_value()) < 32:
+        raise ValueError(f"BLIND_INDEX_KEY must be at least 32 characters: {advice}")
 
 
 @lru_cache

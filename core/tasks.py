@@ -10,10 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.schedules import crontab
+from celery.signals import setup_logging, worker_init, worker_process_shutdown
 from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.orm import Session
 
+from core import metrics
 from core.db import make_sync_engine
+from core.logging import configure_logging, propagate_to_celery
 from core.orm import AuditEvent, Conversation, KbIngestJob
+from core.privacy import run_retention
 from core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -25,6 +31,7 @@ CHECK_UNCLAIMED = "escalation.check_unclaimed"
 RELAY_TO_STAFF = "escalation.relay_to_staff"
 CASE_EVENT = "escalation.case_event"
 INGEST_UPLOAD = "kb.ingest_upload"
+RETENTION = "privacy.retention"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -36,6 +43,17 @@ def make_celery(settings: Settings) -> Celery:
         # A task is acknowledged only after it ran, so a worker crash re-delivers it.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # After kill -9 nothing acknowledges or rejects: Redis hands the task out again once
+        # the visibility timeout has passed, found by a sweep every 10 s (kombu's default
+        # throttle makes it every 100 s). The SQLite broker passes its options to SQLAlchemy.
+        broker_transport_options=(
+            {
+                "visibility_timeout": settings.celery_visibility_timeout_s,
+                "unacked_restore_throttle": 1,
+            }
+            if settings.celery_broker_url.startswith(("redis://", "rediss://"))
+            else {}
+        ),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         # Channel and escalation tasks register themselves on this app; the worker imports
@@ -46,13 +64,36 @@ def make_celery(settings: Settings) -> Celery:
             "escalation-check-unclaimed": {
                 "task": CHECK_UNCLAIMED,
                 "schedule": settings.escalation_check_interval_s,
-            }
+            },
+            # Erases what RETENTION_DAYS says is too old (a no-op while it is 0).
+            "privacy-retention": {"task": RETENTION, "schedule": crontab(hour=3, minute=17)},
         },
     )
     return app
 
 
 celery_app = make_celery(get_settings())
+propagate_to_celery()
+
+
+@setup_logging.connect  # type: ignore[untyped-decorator]
+def _json_logs(**_: Any) -> None:
+    # The worker logs like the web app: JSON lines with the correlation id, no patient text.
+    configure_logging()
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
+def _serve_metrics(**_: Any) -> None:
+    # In the worker's main process, before its pool starts: the children write to
+    # PROMETHEUS_MULTIPROC_DIR and this server reads them all.
+    port = get_settings().metrics_worker_port
+    if port:
+        metrics.serve_worker_metrics(port)
+
+
+@worker_process_shutdown.connect  # type: ignore[untyped-decorator]
+def _forget_live_metrics(pid: int | None = None, **_: Any) -> None:
+    metrics.process_exiting(pid)
 
 
 @lru_cache(maxsize=1)
@@ -128,3 +169,18 @@ def ingest_uploaded_document(job_id: str) -> None:
             )
         )
     log.info("knowledge-base upload ingested", extra={"job_id": job_id, "status": status})
+
+
+@celery_app.task(name=RETENTION)  # type: ignore[untyped-decorator]
+def apply_retention() -> None:
+    """Erase conversations past RETENTION_DAYS (core/privacy.py); running it twice erases
+    nothing more."""
+    settings = get_settings()
+    if not (settings.retention_days or settings.retention_media_days):
+        return
+    with Session(sync_engine()) as session, session.begin():
+        report = run_retention(session, settings)
+    log.info(
+        "retention applied",
+        extra={k: report.get(k) for k in ("patients", "conversations", "messages", "media_files")},
+    )

@@ -25,7 +25,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.contract import Button, Channel, Outbound, StoredMessage
 from bot.orchestrator import ReplyDelivery
 from bot.phrases import phrase
-from bot.store import ACTIVE_CASE, FEEDBACK_PAYLOADS, PRIORITY_RANK, NewReply, as_utc, stored
+from bot.store import (
+    ACTIVE_CASE,
+    FEEDBACK_PAYLOADS,
+    PRIORITY_RANK,
+    STAFF_POST_PREFIX,
+    NewReply,
+    as_utc,
+    stored,
+)
+from core import metrics
+from core.crypto import blind_index
 from core.orm import (
     AuditEvent,
     ChannelIdentity,
@@ -321,12 +331,14 @@ class CaseService:
             )
             if won.rowcount != 1:  # type: ignore[attr-defined]
                 raise CaseError("claimed", "Someone else claimed this case a moment ago.")
+            in_time = case.due_at is None or utcnow() <= as_utc(case.due_at)
             await session.execute(
                 update(Conversation)
                 .where(Conversation.id == case.conversation_id)
                 .values(mode="staff", updated_at=utcnow())
             )
             session.add(self._audit(staff, "case.claimed", case, {"shown_as": staff.shown_as}))
+        metrics.ESCALATIONS_CLAIMED.labels(case.priority, str(in_time).lower()).inc()
         if self._interrupt:
             # A triage form half asked would otherwise resume on the patient's next message.
             try:
@@ -373,7 +385,7 @@ class CaseService:
         if len(body) > 4000:
             raise CaseError("too_long", "That message is too long (4,000 characters at most).")
         case = await self.get(case_id)
-        vendor_id = f"staff:{post_id}" if post_id else None
+        vendor_id = f"{STAFF_POST_PREFIX}{post_id}" if post_id else None
         # Seen before (a redelivery, a catch-up after a restart): whatever the case is now.
         if vendor_id and (existing := await self._by_vendor_id(case, vendor_id)):
             return ReplyOutcome(existing, "duplicate")
@@ -546,7 +558,9 @@ class CaseService:
                 .limit(1)
             )
             consent = (
-                await session.scalar(select(SmsConsent.status).where(SmsConsent.address == phone))
+                await session.scalar(
+                    select(SmsConsent.status).where(SmsConsent.address_hash == blind_index(phone))
+                )
                 if phone
                 else None
             )
@@ -641,6 +655,8 @@ class CaseService:
                 return ReplyOutcome(existing, "duplicate")
             raise
         saved = [stored(m) for m in messages]
+        if route.not_sent is None:
+            metrics.count_message(route.channel.value, "out", len(messages))
         if route.not_sent is not None:
             return ReplyOutcome(saved[0], "not_sent", route.not_sent)
         if messages[0].status == "queued":

@@ -20,6 +20,7 @@ from typing import Any
 
 from mattermostdriver.websocket import Websocket
 
+from core import metrics
 from escalation.cases import CaseError, CaseService, Staff, shown_as
 from escalation.mattermost import MattermostGateway, StaffToolError
 
@@ -193,6 +194,7 @@ class StaffListener:
                 raise
             except Exception as exc:
                 log.warning("Mattermost websocket closed", extra={"error": type(exc).__name__})
+                metrics.count_dependency_failure("mattermost", "reconnect")
             self.connected.clear()
             if self._stopping:
                 return

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from bot.store import ACTIVE_CASE, as_utc
+from core import metrics
 from core.orm import AuditEvent, Conversation, Escalation, Message, utcnow
 from core.settings import Settings, get_settings
 from core.tasks import (
@@ -48,6 +49,7 @@ def gateway() -> MattermostGateway | None:
 
 
 def _retry(task: Any, exc: StaffToolError) -> None:
+    metrics.count_dependency_failure("mattermost", "retry" if exc.retryable else "refused")
     if exc.retryable:
         countdown = min(2.0**task.request.retries, 60.0)
         log.warning("Mattermost unavailable, will retry", extra={"retry_in_s": countdown})
@@ -320,6 +322,7 @@ def remind_unclaimed(
     for case in overdue:
         if _take(engine, case, "raised_to_supervisor", None, now):
             raised += 1
+            metrics.ESCALATION_DEADLINES_MISSED.labels(case.priority).inc()
             _tell_staff(engine, settings, gw, case.id, supervisors=True)
     return {"reminded": reminded, "raised": raised}
 
@@ -395,4 +398,5 @@ def _tell_staff(
             )
     except StaffToolError:
         # The timer moved on; the next run reminds again, and the console shows it overdue.
+        metrics.count_dependency_failure("mattermost", "skipped")
         log.warning("could not remind staff in Mattermost", extra={"case_id": case_id})

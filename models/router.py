@@ -27,6 +27,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from core import metrics
 from models.base import Prompt, Provider, ProviderError
 from models.privacy import redact
 
@@ -92,6 +93,9 @@ class RoutedAnswer:
     version: str
     redacted: dict[str, int] = field(default_factory=dict)
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    # Each cloud provider the prompt went to: "redacted" (the privacy guard ran) or
+    # "unredacted" (LLM_PHI_ALLOWED_PROVIDERS). Local models keep the data in the clinic.
+    sent_to_cloud: dict[str, str] = field(default_factory=dict)
 
     def audit(self) -> dict[str, Any]:
         return {
@@ -100,6 +104,7 @@ class RoutedAnswer:
             "version": self.version,
             "redacted": self.redacted,
             "attempts": self.attempts,
+            "patient_data_sent": self.sent_to_cloud,
         }
 
 
@@ -133,28 +138,60 @@ class Router:
         on_reset: ResetSink | None = None,
         known_names: Sequence[str] = (),
     ) -> RoutedAnswer:
+        with metrics.timed("llm"):
+            return await self._answer(prompt, on_piece, on_reset, known_names)
+
+    async def _answer(
+        self,
+        prompt: Prompt,
+        on_piece: PieceSink | None,
+        on_reset: ResetSink | None,
+        known_names: Sequence[str],
+    ) -> RoutedAnswer:
         attempts: list[dict[str, Any]] = []
+        sent_to_cloud: dict[str, str] = {}
         started = time.monotonic()
-        for provider in self._providers:
+        for position, provider in enumerate(self._providers, start=1):
+            # Passed over, the next provider answers, or the extractive answer after the last.
+            onward = "extractive" if position == len(self._providers) else "next_provider"
             if time.monotonic() - started > self._config.budget_s:
                 attempts.append({"provider": provider.name, "outcome": "out_of_time"})
+                metrics.LLM_FALLBACKS.labels(onward, "out_of_time").inc()
                 continue
             if await self._cooldowns.cooling(provider.name):
                 attempts.append({"provider": provider.name, "outcome": "cooling_down"})
+                metrics.LLM_FALLBACKS.labels(onward, "cooling_down").inc()
                 continue
             sent, redacted = self._guard(provider, prompt, known_names)
+            if provider.cloud:
+                allowed = provider.name in self._config.phi_allowed
+                sent_to_cloud[provider.name] = "unredacted" if allowed else "redacted"
             try:
                 text = await self._try(provider, sent, attempts, on_piece, on_reset)
             except ProviderError as exc:
                 await self._cool_after(provider, exc)
+                metrics.LLM_FALLBACKS.labels(onward, exc.kind).inc()
                 continue
             return RoutedAnswer(
-                text, provider.name, provider.model, provider.version, redacted, attempts
+                text,
+                provider.name,
+                provider.model,
+                provider.version,
+                redacted,
+                attempts,
+                sent_to_cloud,
             )
         text = await self._run_once(self._fallback, prompt, on_piece, on_reset)
         attempts.append({"provider": self._fallback.name, "outcome": "ok"})
+        metrics.LLM_CALLS.labels(self._fallback.name, "ok").inc()
         return RoutedAnswer(
-            text, self._fallback.name, self._fallback.model, self._fallback.version, {}, attempts
+            text,
+            self._fallback.name,
+            self._fallback.model,
+            self._fallback.version,
+            {},
+            attempts,
+            sent_to_cloud,
         )
 
     def _guard(
@@ -210,12 +247,14 @@ class Router:
                     attempts.append(
                         {"provider": provider.name, "outcome": exc.kind, "ms": _ms(started)}
                     )
+                    metrics.LLM_CALLS.labels(provider.name, exc.kind).inc()
                     log.warning(
                         "provider attempt failed",
                         extra={"provider": provider.name, "kind": exc.kind},
                     )
                     raise
                 attempts.append({"provider": provider.name, "outcome": "ok", "ms": _ms(started)})
+                metrics.LLM_CALLS.labels(provider.name, "ok").inc()
                 return text
         raise AssertionError("tenacity ends with a result or the last error")  # pragma: no cover
 
@@ -247,6 +286,7 @@ class Router:
         if error.retry_after_s is not None:
             seconds = max(error.retry_after_s, 1.0)
         await self._cooldowns.cool(provider.name, seconds)
+        metrics.LLM_COOLDOWNS.labels(provider.name, error.kind).inc()
         log.warning(
             "provider cooled down",
             extra={"provider": provider.name, "kind": error.kind, "seconds": seconds},

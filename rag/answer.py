@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from core import metrics
 from models.base import Prompt, Source
 from models.extractive import ExtractiveProvider
 from models.router import RoutedAnswer, Router
@@ -133,7 +134,8 @@ class KnowledgeAnswerer:
         decision = self._policy.check(question)
         if decision is not None:
             return self._declined(decision.category, language, channel)
-        hits = await asyncio.to_thread(self.retrieve, question, language)
+        with metrics.timed("retrieval"):
+            hits = await asyncio.to_thread(self.retrieve, question, language)
         top = max((h.similarity for h in hits), default=0.0)
         coverage = self._index.coverage(question, hits[: self._config.max_sources])
         floor = self._config.min_similarity.get(language, self._config.min_similarity["en"])
@@ -166,6 +168,7 @@ class KnowledgeAnswerer:
                 return answer
             failures = grounding_failures(body, sources, SYSTEM_PROMPT)
         if failures:
+            metrics.LLM_FALLBACKS.labels("extractive", "ungrounded").inc()
             await gate.take_back()
             body = self._extractive.compose(prompt)
             if on_piece:

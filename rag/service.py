@@ -92,5 +92,13 @@ class KnowledgeService:
         for provider in router.providers:
             load = getattr(provider, "load", None)  # a local model file: read it once, now
             if callable(load):
-                load()
+                try:
+                    load()
+                except Exception as exc:
+                    # A missing or broken model is that provider down, not the knowledge base:
+                    # the router passes over it to the next provider and the extractive answer.
+                    log.error(
+                        "an LLM provider could not load its model; answering without it",
+                        extra={"provider": provider.name, "error": type(exc).__name__},
+                    )
         return KnowledgeAnswerer(index, router, extractive, policy=default_policy())

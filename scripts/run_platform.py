@@ -32,7 +32,7 @@ def local_secrets() -> dict[str, str]:
             key, _, value = line.partition("=")
             if key and not key.startswith("#"):
                 values[key.strip()] = value.strip()
-    missing = [k for k in ("API_TOKEN", "ADMIN_TOKEN") if k not in values]
+    missing = [k for k in ("API_TOKEN", "ADMIN_TOKEN", "CONSOLE_ADMIN_PASSWORD") if k not in values]
     for key in missing:
         values[key] = secrets.token_urlsafe(32)
     if missing:
@@ -54,6 +54,9 @@ def environment() -> dict[str, str]:
     env.setdefault("PORT", "8000")
     env.setdefault("HOST", "127.0.0.1")
     env["PYTHONUNBUFFERED"] = "1"
+    # The web app and the worker write their metrics here, so the web app's /metrics shows both
+    # (prometheus_client's multiprocess mode; docs/OBSERVABILITY.md).
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR / "metrics"))
     # The action server (Rasa's environment) tells patients the emergency number too; it reads
     # the environment, so a value set only in .env is passed on here.
     env.setdefault("EMERGENCY_NUMBER", _dotenv().get("EMERGENCY_NUMBER", "911"))
@@ -70,6 +73,41 @@ def _dotenv() -> dict[str, str]:
         if "=" in line and not line.lstrip().startswith("#")
     )
     return {k.strip(): v.strip().strip("\"'") for k, v in pairs}
+
+
+def empty_metrics_dir(folder: Path) -> None:
+    """The last run's files would add its counts to this run's. Only prometheus_client's own
+    files are removed, in case the folder was set to one that holds anything else."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+
+
+FIRST_ADMIN = """
+import os
+from core.settings import get_settings
+from webapp.users import create_user, list_users
+url = get_settings().database_url
+if not list_users(url):
+    create_user(url, "admin", os.environ["CONSOLE_ADMIN_PASSWORD"], "admin", "Administrator",
+                actor="make-run")
+    print("created")
+"""
+
+
+def first_admin(env: dict[str, str]) -> None:
+    """With no console account yet, an `admin` one whose password is kept in var/local.env, so
+    the console can be opened at once; more accounts: `python -m webapp.users add`."""
+    done = subprocess.run(
+        [str(PLATFORM_BIN / "python"), "-c", FIRST_ADMIN],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    if "created" in done.stdout:
+        print(">> console account 'admin' created (CONSOLE_ADMIN_PASSWORD in var/local.env)")
 
 
 def commands(env: dict[str, str]) -> dict[str, tuple[list[str], dict[str, str]]]:
@@ -186,8 +224,10 @@ def main() -> int:
     env = environment()
     LOGS.mkdir(parents=True, exist_ok=True)
     (VAR / "rasa").mkdir(parents=True, exist_ok=True)
+    empty_metrics_dir(Path(env["PROMETHEUS_MULTIPROC_DIR"]))
     print(">> database migrations", flush=True)
     subprocess.run([str(PLATFORM_BIN / "python"), "-m", "core.migrate"], env=env, check=True)
+    first_admin(env)
 
     processes: dict[str, subprocess.Popen[bytes]] = {}
     # SIGTERM (a service manager) stops everything as Ctrl-C does; SIGINT is set explicitly
@@ -224,7 +264,8 @@ def main() -> int:
         print(
             f"\n\n   Clinic assistant is running: {url}\n"
             f"   API: POST {url}/api/v1/messages (token in var/local.env)\n"
-            f"   Staff console: {url}/console (ADMIN_TOKEN in var/local.env)\n"
+            f"   Staff console: {url}/console (user admin, CONSOLE_ADMIN_PASSWORD in var/local.env;"
+            " more accounts: .venv/bin/python -m webapp.users add)\n"
             f"   Logs: var/log/   Stop: Ctrl-C\n",
             flush=True,
         )

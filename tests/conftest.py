@@ -14,8 +14,16 @@ from sqlalchemy.engine import make_url
 from bot.store import ConversationStore
 from core import migrate
 from core.db import make_async_engine, make_sessionmaker
-from core.settings import Settings
+from core.settings import Settings, get_settings
 from tests.support import RASA_BIN, RASA_MODELS, ROOT, RasaStack
+
+# One set of keys for the whole run (core/crypto.py): each test has its own DATA_DIR, where
+# keys would otherwise be generated, but all tests share one database. Child processes get
+# them through their settings.
+os.environ.setdefault("ENCRYPTION_KEYS", "hMl1XQ0mA8a7h3WTo1eJ6ycE3Rrg-2A9C6bI4aZmS0g=")
+os.environ.setdefault("BLIND_INDEX_KEY", "test-blind-index-key-0123456789abcdef")
+# The imports above read the settings before these keys were in the environment.
+get_settings.cache_clear()
 
 TEST_POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -173,6 +173,12 @@ def celery_worker(
         "DATABASE_URL": settings.database_url,
         "CELERY_BROKER_URL": settings.celery_broker_url,
         "DATA_DIR": str(settings.data_dir),
+        # The same keys as this process: the worker reads what the app encrypted.
+        **{
+            name.upper(): secret.get_secret_value()
+            for name in ("encryption_keys", "blind_index_key")
+            if (secret := getattr(settings, name)) is not None
+        },
     }
     with log_path.open("wb") as log:
         worker = subprocess.Popen(

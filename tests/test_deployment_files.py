@@ -25,6 +25,8 @@ DESIGN_SERVICES = {
     "llama-cpp",
     "mattermost-bootstrap",
     "migrate",
+    "proxy",
+    "prometheus",
 }
 
 
@@ -34,11 +36,21 @@ def test_compose_file_is_valid_and_names_every_service(tmp_path: Path) -> None:
         pytest.skip("docker-compose is not installed (make test installs it)")
     shutil.copy(ROOT / "docker-compose.yml", tmp_path)
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
-    (tmp_path / "deploy").mkdir()
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
     result = subprocess.run(
         # Every profile, so the optional services are checked too (docker-compose 1.x lists
         # them anyway; Compose v2 lists only those of the profiles named).
-        [compose, "--profile", "gpu", "--profile", "setup", "config", "--services"],
+        [
+            compose,
+            "--profile",
+            "gpu",
+            "--profile",
+            "setup",
+            "--profile",
+            "monitoring",
+            "config",
+            "--services",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,

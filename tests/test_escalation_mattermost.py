@@ -406,9 +406,11 @@ async def test_an_sms_patient_gets_staff_replies_by_text_unless_they_opted_out(
     await sms.text(phone, "yes", message_sid="SM" + uuid.uuid4().hex)
     await sms.wait_sent(phone, 2)
     with Session(lab.engine()) as session:
-        conversation_id = session.scalars(
-            select(Message.conversation_id).where(Message.meta["from"].as_string() == phone)
-        ).first()
+        # Metadata is encrypted: the sender is compared here, not in SQL.
+        inbound = session.scalars(select(Message).where(Message.direction == "inbound")).all()
+        conversation_id = next(
+            (m.conversation_id for m in inbound if (m.meta or {}).get("from") == phone), None
+        )
     assert conversation_id
     case, channel_id = await lab.case_channel(conversation_id)
     fields = lab.mm.get_post(str(case.staff_card_id))["props"]["attachments"][0]["fields"]
@@ -437,10 +439,13 @@ async def test_an_sms_patient_gets_staff_replies_by_text_unless_they_opted_out(
 
 
 def _opted_out(lab: Lab, phone: str) -> str | None:
+    from core.crypto import blind_index
     from core.orm import SmsConsent
 
     with Session(lab.engine()) as session:
-        status = session.scalar(select(SmsConsent.status).where(SmsConsent.address == phone))
+        status = session.scalar(
+            select(SmsConsent.status).where(SmsConsent.address_hash == blind_index(phone))
+        )
     return status if status == "opted_out" else None
 
 

@@ -72,7 +72,7 @@ async def test_rasa_down_gets_a_clear_reply_fast_and_recovery_needs_no_restart(
     assert not_ready.status_code == 503 and not not_ready.json()["checks"]["rasa"]["ok"]
     assert back.status_code == 200 and "unavailable" not in back.json()["replies"][0]["text"]
     assert ready.status_code == 200, ready.text
-    assert set(ready.json()["checks"]) == {"database", "rasa", "action_server"}
+    assert set(ready.json()["checks"]) == {"database", "rasa", "action_server", "celery_broker"}
 
     conversation_id = down.json()["conversation_id"]
     engine = make_sync_engine(sqlite_url)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import socketio
+from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -20,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from bot.linking import LinkPolicy, PhoneLinking
 from bot.phrases import phrase
@@ -30,16 +32,22 @@ from channels.sms.webhook import build_router as sms_router
 from channels.voice.twilio import VoiceCalls, load_engines
 from channels.voice.twilio import build_router as voice_router
 from channels.web.socket import WebChat
-from core import migrate
+from core import metrics, migrate
 from core.logging import configure_logging
 from core.services import build_services, ingest_hook
 from core.settings import Settings, get_settings
 from escalation.listener import StaffDirectory, StaffListener, StaffPosts
 from escalation.mattermost import gateway_for
 from escalation.routes import build_router as mattermost_router
+from webapp.auth import Passwords, SessionAuthorizer
 from webapp.routes.admin import build_router as admin_router
+from webapp.routes.auth import build_router as auth_router
 from webapp.routes.cases import build_router as cases_router
+from webapp.routes.console_data import build_router as console_data_router
+from webapp.routes.health import Check, celery_broker_check, http_check, redis_check
 from webapp.routes.health import build_router as health_router
+from webapp.routes.metrics import build_router as metrics_router
+from webapp.routes.privacy import build_router as privacy_router
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +60,27 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
+
+
 class SecurityHeaders(BaseHTTPMiddleware):
+    def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
+        super().__init__(app)
+        # Only in production: HSTS sent over a development http:// origin would pin it to https.
+        self.hsts = hsts
+
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        if self.hsts:
+            response.headers.setdefault(
+                "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
+            )
         return response
 
 
@@ -71,6 +93,7 @@ def create_app(settings: Settings | None = None) -> Any:
     configure_logging()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     services = build_services(settings)
+    queue_depth = metrics.QueueDepth(engine=services.engine, broker_url=settings.celery_broker_url)
     engine, sessions, store = services.engine, services.sessions, services.store
     orchestrator, knowledge, rasa = services.orchestrator, services.knowledge, services.rasa
     linking = None
@@ -139,15 +162,26 @@ def create_app(settings: Settings | None = None) -> Any:
         if preload is not None:
             preload.cancel()
         await services.aclose()
+        await queue_depth.aclose()
+        metrics.process_exiting()
 
     api = FastAPI(title="Clinic assistant", version="0.1.0", lifespan=lifespan)
-    api.add_middleware(SecurityHeaders)
+    api.add_middleware(SecurityHeaders, hsts=settings.environment == "production")
+    # X-Request-ID in, or a new one: on every log line of the request and in the response.
+    api.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
     if settings.cors_origins:
+        # No credentials (cookies) cross origins: the admin API reads its Bearer header only.
         api.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "X-Staff-Name",
+                "X-Staff-Role",
+            ],
         )
 
     async def database_check() -> dict[str, Any]:
@@ -155,14 +189,26 @@ def create_app(settings: Settings | None = None) -> Any:
             await connection.execute(text("SELECT 1"))
         return {"dialect": engine.dialect.name}
 
-    api.include_router(
-        health_router(
-            {
-                "database": database_check,
-                "rasa": rasa.ready,
-                "action_server": rasa.action_server_ready,
-            }
+    checks: dict[str, Check] = {
+        "database": database_check,
+        "rasa": rasa.ready,
+        "action_server": rasa.action_server_ready,
+        "celery_broker": celery_broker_check(settings.celery_broker_url),
+    }
+    # Optional dependencies are checked where configured only.
+    if services.redis is not None:
+        checks["redis"] = redis_check(services.redis)
+    if settings.chroma_url:
+        chroma = settings.chroma_url.rstrip("/")
+        checks["chroma"] = http_check(
+            services.http, f"{chroma}/api/v2/heartbeat", f"{chroma}/api/v1/heartbeat"
         )
+    if gateway is not None and settings.mattermost_url:
+        mattermost = settings.mattermost_url.rstrip("/")
+        checks["mattermost"] = http_check(services.http, f"{mattermost}/api/v4/system/ping")
+    api.include_router(health_router(checks))
+    api.include_router(
+        metrics_router(token=_secret(settings.metrics_token), queue_depth=queue_depth.families)
     )
     api.include_router(
         api_router(
@@ -191,20 +237,33 @@ def create_app(settings: Settings | None = None) -> Any:
             settings=settings, orchestrator=orchestrator, calls=voice_calls, engines=engines
         )
     )
+    # One authorizer for every admin router: sessions, OIDC tokens, the break-glass ADMIN_TOKEN.
+    authorize = SessionAuthorizer.from_settings(settings, sessions)
+    api.include_router(
+        auth_router(
+            sessions=sessions,
+            authorize=authorize,
+            passwords=Passwords.from_settings(settings),
+            max_failures=settings.login_max_failures,
+            lockout_s=settings.login_lockout_s,
+        )
+    )
     api.include_router(
         admin_router(
             sessions=sessions,
-            admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
+            authorize=authorize,
             upload_dir=settings.data_dir / "kb-uploads",
             max_bytes=settings.kb_upload_max_bytes,
             enqueue=ingest_hook(services.enqueue),
         )
     )
 
+    api.include_router(privacy_router(sessions=sessions, authorize=authorize, settings=settings))
+    api.include_router(console_data_router(sessions=sessions, authorize=authorize))
     api.include_router(
         cases_router(
             cases=services.cases,
-            admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
+            authorize=authorize,
             staff_display=settings.staff_display,
             clinic_name=settings.clinic_name,
         )

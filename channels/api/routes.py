@@ -19,6 +19,7 @@ from bot.orchestrator import InvalidMessage, Orchestrator, RateLimited
 from bot.store import ConversationStore
 from bot.text import normalize_for_understanding
 from channels.body import read_limited
+from core import metrics
 
 log = logging.getLogger(__name__)
 _Body = TypeVar("_Body", bound=BaseModel)
@@ -133,6 +134,7 @@ def build_router(
                 text, supported=supported_languages, fallback=default_language
             )
         decision = engine.assess(text, language=language, age_years=parsed.age, sex=parsed.sex)
+        metrics.TRIAGE_DISPOSITIONS.labels(decision.disposition, "api").inc()
         await store.audit(
             actor="api",
             action="triage.assessed",

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.crypto import blind_index
 from core.orm import AuditEvent, Conversation, DeliveryEvent, Message, SmsConsent, utcnow
 
 # Delivery reports can arrive in any order (Twilio sends them from different systems); a
@@ -52,7 +53,7 @@ def consent_upsert(
     }
     return (
         insert(SmsConsent).values(address=address, **values),
-        update(SmsConsent).where(SmsConsent.address == address).values(**values),
+        update(SmsConsent).where(SmsConsent.address_hash == blind_index(address)).values(**values),
     )
 
 
@@ -67,7 +68,9 @@ def record_consent(
 ) -> None:
     create, change = consent_upsert(address, status, keyword, source, message_id)
     """Record a number's consent. The web app calls it through `AsyncConnection.run_sync`."""
-    exists = connection.scalar(select(SmsConsent.address).where(SmsConsent.address == address))
+    exists = connection.scalar(
+        select(SmsConsent.address_hash).where(SmsConsent.address_hash == blind_index(address))
+    )
     try:
         with connection.begin_nested():
             connection.execute(change if exists else create)
@@ -77,7 +80,7 @@ def record_consent(
 
 
 def opted_out_query(address: str) -> Any:
-    return select(SmsConsent.status).where(SmsConsent.address == address)
+    return select(SmsConsent.status).where(SmsConsent.address_hash == blind_index(address))
 
 
 # --- delivery ------------------------------------------------------------------------------

@@ -14,28 +14,39 @@ import logging
 import mimetypes
 import threading
 from collections.abc import Coroutine
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 from celery.signals import worker_ready
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.contract import Channel, Outbound
 from bot.phrases import phrase
-from bot.store import ConversationStore
+from bot.store import STAFF_POST_PREFIX, ConversationStore
 from channels.sms import records
 from channels.sms.delivery import sms_delivery
-from channels.sms.twilio_api import SendError, Unsubscribed, make_client, send_sms
+from channels.sms.twilio_api import (
+    SendError,
+    Sent,
+    Unsubscribed,
+    make_client,
+    recently_sent,
+    send_sms,
+)
 from channels.sms.webhook import PROCESS_INBOUND, SEND
+from core import metrics
 from core.orm import AuditEvent, DeliveryEvent, Message, MessageMedia, utcnow
 from core.settings import get_settings
 from core.tasks import celery_app, sync_engine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# A reply claimed for sending: Twilio may or may not have it until the answer is recorded.
+DISPATCHING = "dispatching"
 
 
 class _AsyncRuntime:
@@ -70,7 +81,7 @@ def process_inbound(message_id: str) -> None:
     _store_media(engine, message_id)
     runtime = _runtime()
     result = runtime.run(runtime.services.orchestrator.process_stored(message_id))
-    if result is None:
+    if result is None or result.duplicate:
         log.info("SMS message already processed", extra={"message_id": message_id})
         return
     queued = [r.id for r in result.replies]
@@ -79,6 +90,7 @@ def process_inbound(message_id: str) -> None:
         queued += runtime.run(_store_notice(runtime.services.store, message_id, *notice))
     if queued:
         celery_app.send_task(SEND, args=[queued])
+    log.info("SMS message answered", extra={"message_id": message_id, "replies": len(queued)})
 
 
 @celery_app.task(name=SEND, bind=True)  # type: ignore[untyped-decorator]
@@ -92,20 +104,24 @@ def send_messages(self: Any, message_ids: list[str]) -> None:
         except SendError as exc:
             attempt = self.request.retries + 1
             if exc.retryable and attempt < settings.sms_send_attempts:
+                metrics.count_dependency_failure("twilio", "retry")
                 countdown = min(settings.sms_retry_base_s * 2**self.request.retries, 300.0)
                 log.warning(
                     "SMS send failed, will retry",
                     extra={"attempt": attempt, "code": exc.code, "retry_in_s": countdown},
                 )
                 raise self.retry(countdown=countdown, max_retries=None) from None
+            metrics.count_dependency_failure("twilio", "failed")
             _mark_failed(engine, message_id, str(exc.code or exc))
 
 
 def _send_one(engine: Engine, message_id: str) -> None:
     settings = get_settings()
     message = _load(engine, message_id)
-    if message is None or message.status != "queued":
+    if message is None or message.status not in ("queued", DISPATCHING):
         return  # sent by an earlier attempt, or suppressed
+    if _at_twilio(message.vendor_message_id):
+        return  # Twilio took it; "queued" is then Twilio's own status, until its reports come
     meta = dict(message.meta or {})
     to = str(meta.get("to", ""))
     with engine.connect() as connection:
@@ -113,8 +129,31 @@ def _send_one(engine: Engine, message_id: str) -> None:
     if consent == "opted_out" and not meta.get("consent_exempt"):
         _suppress(engine, message, "opted_out")
         return
+    sent = None
+    if message.status == DISPATCHING:
+        # An earlier attempt claimed it and died (kill -9) or failed: Twilio may have it.
+        sent = _taken_by_twilio(engine, message, meta, to)
+    else:
+        # Claimed before asking Twilio, so a redelivered task knows to check first.
+        meta["dispatch_at"] = utcnow().isoformat()
+        with engine.begin() as connection:
+            claimed = connection.execute(
+                update(Message)
+                .where(Message.id == message.id)
+                .where(Message.status == "queued")
+                .where(
+                    or_(
+                        Message.vendor_message_id.is_(None),
+                        Message.vendor_message_id.startswith(STAFF_POST_PREFIX),
+                    )
+                )
+                .values(status=DISPATCHING, meta=meta)
+            )
+        if claimed.rowcount != 1:
+            return  # another attempt has it
     try:
-        sent = send_sms(_twilio(), settings, to=to, body=message.text)
+        if sent is None:
+            sent = send_sms(_twilio(), settings, to=to, body=message.text)
     except Unsubscribed as exc:
         # Twilio (or the carrier) holds a STOP we had not seen: remember it as ours.
         with engine.begin() as connection:
@@ -156,6 +195,38 @@ def _send_one(engine: Engine, message_id: str) -> None:
                 message.id, message.conversation_id, status, error_code, actor="worker"
             ):
                 connection.execute(statement)
+
+
+def _at_twilio(vendor_message_id: str | None) -> bool:
+    return vendor_message_id is not None and not vendor_message_id.startswith(STAFF_POST_PREFIX)
+
+
+def _taken_by_twilio(
+    engine: Engine, message: Message, meta: dict[str, Any], to: str
+) -> Sent | None:
+    """The message Twilio created for an interrupted attempt: same number and text, created
+    since the claim (less a margin for clock skew), and not recorded for another message."""
+    claimed_at = datetime.fromisoformat(str(meta.get("dispatch_at") or utcnow().isoformat()))
+    since = claimed_at - timedelta(minutes=2)
+    candidates = [
+        s
+        for s in recently_sent(_twilio(), get_settings(), to=to, since=since)
+        if s.body == message.text
+    ]
+    if not candidates:
+        return None
+    with engine.connect() as connection:
+        known = set(
+            connection.scalars(
+                select(Message.vendor_message_id).where(
+                    Message.vendor_message_id.in_([s.sid for s in candidates])
+                )
+            )
+        )
+    found = next((s for s in candidates if s.sid not in known), None)
+    if found is not None:
+        log.info("interrupted SMS send found at Twilio", extra={"message_id": message.id})
+    return found
 
 
 def _load(engine: Engine, message_id: str) -> Message | None:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import parse_qsl
 
 import requests
@@ -51,6 +52,7 @@ class Sent:
     sid: str
     status: str
     segments: int | None
+    body: str = ""
 
 
 def public_url(settings: Settings, path: str, query: str = "") -> str:
@@ -139,6 +141,30 @@ def send_sms(client: Client, settings: Settings, *, to: str, body: str) -> Sent:
         raise SendError(type(exc).__name__, retryable=True) from None
     segments = int(message.num_segments) if message.num_segments else None
     return Sent(sid=str(message.sid), status=str(message.status or "queued"), segments=segments)
+
+
+def recently_sent(client: Client, settings: Settings, *, to: str, since: datetime) -> list[Sent]:
+    """Messages Twilio holds to this number created since `since`, oldest first, with their
+    bodies: how a sender that died between asking Twilio and recording the answer finds out
+    whether Twilio took the message (Twilio has no idempotency key for creates)."""
+    sender = {} if settings.twilio_messaging_service_sid else {"from_": settings.twilio_from_number}
+    try:
+        listed = client.messages.list(to=to, limit=50, **sender)
+    except TwilioRestException as exc:
+        raise SendError(f"Twilio answered {exc.status}", retryable=True, code=exc.code) from None
+    except requests.RequestException as exc:
+        raise SendError(type(exc).__name__, retryable=True) from None
+    found = [
+        Sent(
+            sid=str(m.sid),
+            status=str(m.status or "queued"),
+            segments=int(m.num_segments) if m.num_segments else None,
+            body=str(m.body or ""),
+        )
+        for m in reversed(listed)
+        if m.date_created is None or m.date_created >= since
+    ]
+    return found
 
 
 def code_sender(settings: Settings) -> Callable[[str, str], Awaitable[None]]:

@@ -323,13 +323,16 @@ class VoiceCalls:
         will get back to the patient (consent is checked by the SMS sender). Once per call."""
         if not self._settings.sms_enabled:
             return False
+        # The caller is encrypted: a withheld number is told apart here, not in SQL.
+        call = await self.get(call_sid)
+        if call is None or call.caller.startswith("anonymous:"):
+            return False
         async with self._sessions() as session, session.begin():
             won = await session.execute(
                 update(VoiceCall)
                 .where(VoiceCall.call_sid == call_sid)
                 .where(VoiceCall.staff_requested.is_(True))
                 .where(VoiceCall.follow_up_sent.is_(False))
-                .where(VoiceCall.caller.not_like("anonymous:%"))
                 .values(follow_up_sent=True)
             )
         if won.rowcount != 1:  # type: ignore[attr-defined]

@@ -24,6 +24,12 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = make_sync_engine(database_url())
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # A batch migration recreates a table (copy, drop, rename): with foreign keys
+            # enforced, the drop would cascade-delete every row referencing it. The pragma only
+            # takes effect outside a transaction, so it goes before Alembic begins one.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         context.configure(
             connection=connection,
             target_metadata=target_metadata,

@@ -663,6 +663,7 @@ class FakeTwilio:
         app = Starlette(
             routes=[
                 Route(f"{prefix}/Messages.json", self._create, methods=["POST"]),
+                Route(f"{prefix}/Messages.json", self._list, methods=["GET"]),
                 Route(f"{prefix}/Messages/{{message_sid}}.json", self._fetch, methods=["GET"]),
                 Route(
                     f"{prefix}/Messages/{{message_sid}}/Media/{{media_sid}}",
@@ -840,6 +841,37 @@ class FakeTwilio:
         if answer is None:
             return _not_found(request)
         return JSONResponse(answer, headers=_headers())
+
+    async def _list(self, request: Request) -> Response:
+        """Read multiple Message resources: `To`/`From` filters, newest first, one page (a
+        sender reconciling an interrupted send asks for the recent messages to a number)."""
+        await self._record(request)
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        to, sender = request.query_params.get("To"), request.query_params.get("From")
+        page_size = int(request.query_params.get("PageSize", "50"))
+        with self._lock:
+            found = [
+                copy.deepcopy(m)
+                for m in reversed(self._messages)
+                if (to is None or m["to"] == to) and (sender is None or m["from"] == sender)
+            ][:page_size]
+        uri = request.url.path
+        return JSONResponse(
+            {
+                "messages": found,
+                "first_page_uri": f"{uri}?PageSize={page_size}&Page=0",
+                "next_page_uri": None,
+                "previous_page_uri": None,
+                "page": 0,
+                "page_size": page_size,
+                "start": 0,
+                "end": max(len(found) - 1, 0),
+                "uri": f"{uri}?PageSize={page_size}&Page=0",
+            },
+            headers=_headers(),
+        )
 
     async def _media_content(self, request: Request) -> Response:
         await self._record(request)

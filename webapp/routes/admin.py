@@ -1,20 +1,20 @@
 """The admin API: knowledge-base uploads for now (the console builds on it).
 
 An upload is stored under DATA_DIR/kb-uploads, recorded as a job, and ingested by the Celery
-worker; the response says where to watch the job. Only the admin token opens it.
+worker; the response says where to watch the job. Uploads are for admins; staff and auditors
+read jobs, transcripts and pictures, and every read of patient data is audited with their name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Header, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,6 +28,9 @@ from core.orm import (
     MessageMedia,
 )
 from rag.documents import SUPPORTED
+from webapp.auth import Authorizer, Role
+
+READERS: frozenset[Role] = frozenset({"admin", "staff", "auditor"})
 
 READ_CHUNK = 1024 * 1024
 
@@ -67,36 +70,22 @@ def safe_filename(name: str) -> str:
 def build_router(
     *,
     sessions: async_sessionmaker[AsyncSession],
-    admin_token: str | None,
+    authorize: Authorizer,
     upload_dir: Path,
     max_bytes: int,
     enqueue: Callable[[str], Awaitable[None]],
 ) -> APIRouter:
     router = APIRouter(prefix="/admin/api/v1", tags=["admin"])
 
-    def refused(authorization: str | None) -> JSONResponse | None:
-        if not admin_token:
-            return _error(503, "admin_disabled", "Set ADMIN_TOKEN to use the admin API.")
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(
-            token.encode(), admin_token.encode()
-        ):
-            return _error(
-                401,
-                "unauthorized",
-                "Send 'Authorization: Bearer <ADMIN_TOKEN>'.",
-                **{"WWW-Authenticate": "Bearer"},
-            )
-        return None
-
     @router.post("/kb/documents", status_code=202)
     async def upload_document(
+        request: Request,
         file: Annotated[UploadFile, File()],
         language: Annotated[str | None, Form()] = None,
-        authorization: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
-        if denied := refused(authorization):
-            return denied
+        who = await authorize(request, {"admin"})
+        if isinstance(who, JSONResponse):
+            return who
         filename = safe_filename(file.filename or "")
         if Path(filename).suffix.lower() not in SUPPORTED:
             kinds = ", ".join(sorted(SUPPORTED))
@@ -132,7 +121,7 @@ def build_router(
             session.add(job)
             session.add(
                 AuditEvent(
-                    actor="admin",
+                    actor=who.actor,
                     action="kb.upload_received",
                     detail={"job_id": job.id, "filename": filename, "sha256": sha},
                 )
@@ -152,11 +141,10 @@ def build_router(
         return JSONResponse(status_code=202, content=_job(job))
 
     @router.get("/kb/jobs/{job_id}")
-    async def job_status(
-        job_id: str, authorization: Annotated[str | None, Header()] = None
-    ) -> JSONResponse:
-        if denied := refused(authorization):
-            return denied
+    async def job_status(job_id: str, request: Request) -> JSONResponse:
+        who = await authorize(request, READERS)
+        if isinstance(who, JSONResponse):
+            return who
         async with sessions() as session:
             job = await session.get(KbIngestJob, job_id[:32])
         if job is None:
@@ -164,9 +152,10 @@ def build_router(
         return JSONResponse(content=_job(job))
 
     @router.get("/kb/jobs")
-    async def recent_jobs(authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
-        if denied := refused(authorization):
-            return denied
+    async def recent_jobs(request: Request) -> JSONResponse:
+        who = await authorize(request, READERS)
+        if isinstance(who, JSONResponse):
+            return who
         async with sessions() as session:
             rows = await session.scalars(
                 select(KbIngestJob).order_by(KbIngestJob.created_at.desc()).limit(50)
@@ -174,13 +163,12 @@ def build_router(
             return JSONResponse(content={"jobs": [_job(j) for j in rows]})
 
     @router.get("/conversations/{conversation_id}/messages")
-    async def transcript(
-        conversation_id: str, authorization: Annotated[str | None, Header()] = None
-    ) -> JSONResponse:
+    async def transcript(conversation_id: str, request: Request) -> JSONResponse:
         """A conversation as staff read it: every message on every channel, each reply's
         delivery status and reports, and the pictures the patient sent. The read is audited."""
-        if denied := refused(authorization):
-            return denied
+        who = await authorize(request, READERS)
+        if isinstance(who, JSONResponse):
+            return who
         async with sessions() as session:
             conversation = await session.get(Conversation, conversation_id[:32])
             if conversation is None:
@@ -221,11 +209,11 @@ def build_router(
                 )
             session.add(
                 AuditEvent(
-                    actor="admin",
-                    action="conversation.transcript_read",
+                    actor=who.actor,
+                    action="patient_data.read",
                     patient_id=conversation.patient_id,
                     conversation_id=conversation.id,
-                    detail={"messages": len(messages)},
+                    detail={"what": "transcript", "messages": len(messages)},
                 )
             )
             await session.commit()
@@ -254,23 +242,24 @@ def build_router(
         )
 
     @router.get("/media/{media_id}")
-    async def media_file(
-        media_id: str, authorization: Annotated[str | None, Header()] = None
-    ) -> Response:
+    async def media_file(media_id: str, request: Request) -> Response:
         """A picture a patient sent, for staff. Served as an attachment so a browser never
-        renders it in our origin."""
-        if denied := refused(authorization):
-            return denied
+        renders it in our origin. The read is audited."""
+        who = await authorize(request, READERS)
+        if isinstance(who, JSONResponse):
+            return who
         async with sessions() as session:
             item = await session.get(MessageMedia, media_id[:32])
             if item is None or item.status != "stored" or not item.stored_path:
                 return _error(404, "not_found", "No such picture.")
+            conversation = await session.get(Conversation, item.conversation_id)
             session.add(
                 AuditEvent(
-                    actor="admin",
-                    action="media.read",
+                    actor=who.actor,
+                    action="patient_data.read",
+                    patient_id=conversation.patient_id if conversation else None,
                     conversation_id=item.conversation_id,
-                    detail={"media_id": item.id},
+                    detail={"what": "media", "media_id": item.id},
                 )
             )
             await session.commit()

@@ -2,14 +2,15 @@
 transcript, claim, reply to the patient, hand back to the bot, resolve.
 
 It is the embedded default's staff tool and works beside Mattermost too: both go through the
-same `CaseService`. Staff sign in with the admin token and say who they are (`X-Staff-Name`,
-optional `X-Staff-Role`); the name is what the audit log records for each action.
+same `CaseService`. Staff sign in (webapp/auth.py); their account's display name is what the
+audit log records for each action and its first name what the patient sees. Admins, staff and
+auditors read cases; only admins and staff act on them. Scripts using the break-glass admin
+token say who they are (`X-Staff-Name`, optional `X-Staff-Role`).
 """
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -17,6 +18,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from escalation.cases import CaseError, CaseService, Staff, shown_as
+from webapp.auth import Authorizer, Role
+
+READERS: frozenset[Role] = frozenset({"admin", "staff", "auditor"})
+WORKERS: frozenset[Role] = frozenset({"admin", "staff"})
 
 _STATUS = {
     "not_found": 404,
@@ -39,37 +44,43 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 def build_router(
     *,
     cases: CaseService,
-    admin_token: str | None,
+    authorize: Authorizer,
     staff_display: str,
     clinic_name: str,
 ) -> APIRouter:
     router = APIRouter(prefix="/admin/api/v1/cases", tags=["cases"])
 
-    def who(request: Request) -> Staff | JSONResponse:
-        if not admin_token:
-            return _error(503, "admin_disabled", "Set ADMIN_TOKEN to use the staff console.")
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(
-            token.encode(), admin_token.encode()
-        ):
-            return _error(401, "unauthorized", "Sign in with the admin token.")
-        name = " ".join(request.headers.get("x-staff-name", "").split())
-        if not 0 < len(name) <= 80:
-            return _error(401, "staff_name_required", "Say who you are (your name) to sign in.")
-        role = " ".join(request.headers.get("x-staff-role", "").split())[:40]
+    async def who(request: Request, roles: Collection[Role]) -> Staff | JSONResponse:
+        principal = await authorize(request, roles)
+        if isinstance(principal, JSONResponse):
+            return principal
+        # A title the person gives (Nurse, Front desk) is how patients see them; else the role.
+        title = " ".join(request.headers.get("x-staff-role", "").split())[:40]
+        if principal.via == "admin_token":
+            # The shared token names nobody: the caller says who they are.
+            name = " ".join(request.headers.get("x-staff-name", "").split())
+            if not 0 < len(name) <= 80:
+                return _error(401, "staff_name_required", "Say who you are (your name) to sign in.")
+            staff_id = f"console:{name}"[:64]
+        else:
+            name = principal.display_name
+            staff_id = f"user:{principal.username}"[:64]
+            title = title or principal.role.capitalize()
         return Staff(
-            id=f"console:{name}"[:64],
+            id=staff_id,
             name=name,
             shown_as=shown_as(
-                staff_display, first_name=name.split(" ")[0], role=role, clinic=clinic_name
+                staff_display, first_name=name.split(" ")[0], role=title, clinic=clinic_name
             ),
         )
 
     async def run(
-        request: Request, work: Callable[[Staff], Awaitable[dict[str, Any]]]
+        request: Request,
+        work: Callable[[Staff], Awaitable[dict[str, Any]]],
+        roles: Collection[Role] = WORKERS,
     ) -> JSONResponse | dict[str, Any]:
         """Who is asking, then the work, with a refused action as a clear 4xx."""
-        staff = who(request)
+        staff = await who(request, roles)
         if isinstance(staff, JSONResponse):
             return staff
         try:
@@ -83,7 +94,7 @@ def build_router(
             views = await cases.list_cases(active_only=status != "all")
             return {"cases": [v.as_dict() for v in views]}
 
-        return await run(request, work)
+        return await run(request, work, READERS)
 
     @router.get("/{case_id}")
     async def get_case(case_id: str, request: Request) -> Any:
@@ -91,7 +102,7 @@ def build_router(
             view, messages = await cases.transcript(case_id, staff=staff)
             return {"case": view.as_dict(), "messages": messages}
 
-        return await run(request, work)
+        return await run(request, work, READERS)
 
     @router.post("/{case_id}/reply")
     async def reply(case_id: str, body: ReplyIn, request: Request) -> Any:

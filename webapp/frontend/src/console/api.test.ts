@@ -1,11 +1,19 @@
 import { describe, expect, it } from 'vitest';
 import {
-  CaseApi,
+  ConsoleApi as CaseApi,
+  login,
+  parseAuditPage,
+  parseAuditVerdict,
   parseCase,
   parseCaseDetail,
   parseCaseEnvelope,
   parseCaseList,
+  parseConversationPage,
+  parseDashboard,
   parseError,
+  parseKbJobs,
+  parseLogin,
+  parseTranscript,
   parseMessage,
   parseReplyResult,
   type FetchLike,
@@ -211,20 +219,17 @@ function fakeFetch(respond: (call: Call) => Response | Promise<Response>) {
 const json = (status: number, body: unknown) =>
   new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } });
 
-const creds = { token: 'secret-token', staffName: 'Dana R., RN' };
+const creds = { token: 'secret-token' };
 
 describe('CaseApi', () => {
-  it('sends the admin token and the staff name with every request', async () => {
+  it('sends the session token as a bearer header, and nothing else that identifies', async () => {
     const { fn, calls } = fakeFetch(() => json(200, { cases: [wireCase()] }));
     const api = new CaseApi(creds, fn);
     const result = await api.listCases('active');
     expect(result).toEqual({ ok: true, value: { cases: [wireCase()], skipped: 0 } });
     expect(calls[0]?.url).toBe('/admin/api/v1/cases?status=active');
     expect(calls[0]?.init.method).toBe('GET');
-    expect(calls[0]?.init.headers).toMatchObject({
-      Authorization: 'Bearer secret-token',
-      'X-Staff-Name': 'Dana R., RN',
-    });
+    expect(calls[0]?.init.headers).toEqual({ Accept: 'application/json', Authorization: 'Bearer secret-token' });
     expect(calls[0]?.init.body).toBeUndefined();
   });
 
@@ -294,5 +299,185 @@ describe('CaseApi', () => {
       ok: true,
       value: { message: null, delivery: 'unknown', notice: null },
     });
+  });
+});
+
+describe('sign-in', () => {
+  const session = {
+    token: 'jwt.abc.def',
+    expires_at: '2026-12-08T06:00:00+00:00',
+    user: { username: 'dana', display_name: 'Dana Reyes', role: 'staff' },
+  };
+
+  it('posts the username and password as JSON and reads the session', async () => {
+    const { fn, calls } = fakeFetch(() => json(200, session));
+    const result = await login('dana', 'correct horse battery', fn);
+    expect(calls[0]?.url).toBe('/admin/api/v1/auth/login');
+    expect(calls[0]?.init.method).toBe('POST');
+    expect(calls[0]?.init.body).toBe('{"username":"dana","password":"correct horse battery"}');
+    expect((calls[0]?.init.headers as Record<string, string>).Authorization).toBeUndefined();
+    expect(result).toEqual({
+      ok: true,
+      value: { token: 'jwt.abc.def', expiresAt: '2026-12-08T06:00:00+00:00', username: 'dana', displayName: 'Dana Reyes', role: 'staff' },
+    });
+  });
+
+  it('gives the wait from Retry-After when sign-in is throttled', async () => {
+    const { fn } = fakeFetch(
+      () =>
+        new Response(JSON.stringify({ error: { code: 'too_many_attempts', message: 'Wait.' } }), {
+          status: 429,
+          headers: { 'Retry-After': '120' },
+        }),
+    );
+    expect(await login('dana', 'x', fn)).toEqual({ ok: false, status: 429, code: 'too_many_attempts', message: 'Wait.', retryAfterS: 120 });
+  });
+
+  it('refuses sessions with an unknown role or a token that cannot travel in a header', () => {
+    expect(parseLogin({ ...session, user: { ...session.user, role: 'root' } })).toBeNull();
+    expect(parseLogin({ ...session, token: 'two words' })).toBeNull();
+    expect(parseLogin({ ...session, user: { username: 'lee', role: 'auditor' } })).toMatchObject({ displayName: 'lee' });
+  });
+
+  it('logs out with the bearer token and accepts an empty 204', async () => {
+    const { fn, calls } = fakeFetch(() => new Response(null, { status: 204 }));
+    expect(await new CaseApi(creds, fn).logout()).toEqual({ ok: true, value: true });
+    expect(calls[0]?.url).toBe('/admin/api/v1/auth/logout');
+    expect(calls[0]?.init.headers).toMatchObject({ Authorization: 'Bearer secret-token' });
+  });
+});
+
+describe('console sections', () => {
+  const conversation = {
+    id: 'c1',
+    channel: 'sms',
+    language: 'es',
+    mode: 'bot',
+    safety_level: 'none',
+    started_at: '2026-12-01T10:00:00+00:00',
+    last_message_at: '2026-12-01T10:05:00+00:00',
+    message_count: 4,
+  };
+
+  it('reads a page of conversations and asks for the next one with next_before', async () => {
+    const { fn, calls } = fakeFetch(() =>
+      json(200, { conversations: [conversation, { ...conversation, id: 'bad', channel: 'fax' }], next_before: conversation.last_message_at }),
+    );
+    const api = new CaseApi(creds, fn);
+    const first = await api.listConversations(null);
+    expect(first).toEqual({ ok: true, value: { conversations: [conversation], skipped: 1, nextBefore: '2026-12-01T10:05:00+00:00' } });
+    await api.listConversations('2026-12-01T10:05:00+00:00');
+    expect(calls.map((c) => c.url)).toEqual([
+      '/admin/api/v1/conversations?limit=50',
+      '/admin/api/v1/conversations?limit=50&before=2026-12-01T10%3A05%3A00%2B00%3A00',
+    ]);
+    expect(parseConversationPage({ conversations: [], next_before: null })).toEqual({ conversations: [], skipped: 0, nextBefore: null });
+    expect(parseConversationPage({ conversations: [], next_before: 'yesterday' })).toBeNull();
+  });
+
+  it('reads a transcript in order, with each message channel', () => {
+    const t = parseTranscript({
+      conversation_id: 'c1',
+      needs_follow_up: false,
+      messages: [
+        { ...wireMessage({ id: 'b', seq: 2, direction: 'outbound', sender: 'bot' }), channel: 'sms', delivery: [], media: [] },
+        { ...wireMessage({ id: 'a', seq: 1 }), channel: 'sms' },
+        { ...wireMessage({ id: 'x', seq: 3 }) },
+      ],
+    });
+    expect(t?.messages.map((m) => `${m.id}:${m.channel}`)).toEqual(['a:sms', 'b:sms']);
+    expect(t?.skippedMessages).toBe(1);
+  });
+
+  it('reads knowledge-base jobs, and uploads a file as multipart form data', async () => {
+    const job = {
+      id: 'j1',
+      filename: 'flu.md',
+      size_bytes: 2048,
+      sha256: 'ab',
+      language: 'en',
+      status: 'queued',
+      report: {},
+      error: null,
+      created_at: '2026-12-01T10:00:00+00:00',
+      finished_at: null,
+      url: '/admin/api/v1/kb/jobs/j1',
+    };
+    expect(parseKbJobs({ jobs: [job, { id: 'j2' }] })).toMatchObject({ items: [{ id: 'j1', filename: 'flu.md' }], skipped: 1 });
+    const { fn, calls } = fakeFetch(() => json(202, job));
+    const result = await new CaseApi(creds, fn).uploadDocument(new Blob(['# Flu']), 'flu.md', 'en');
+    expect(result).toMatchObject({ ok: true, value: { id: 'j1' } });
+    const body = calls[0]?.init.body;
+    expect(body).toBeInstanceOf(FormData);
+    expect((body as FormData).get('language')).toBe('en');
+    expect(((body as FormData).get('file') as File).name).toBe('flu.md');
+    expect((calls[0]?.init.headers as Record<string, string>)['Content-Type']).toBeUndefined();
+  });
+
+  const dashboard = {
+    days: 7,
+    messages_per_channel: { web: 3, sms: 1, voice: 0, api: 0 },
+    messages_per_day: [
+      { day: '2026-12-01', channel: 'web', count: 2 },
+      { day: '2026-12-02', channel: 'web', count: 1 },
+      { day: '2026-12-02', channel: 'sms', count: 1 },
+    ],
+    escalations: { total: 3, open: 1, claimed_in_time: 1, missed_deadline: 1 },
+    triage_mix: { emergency: 1, urgent: 0, routine: 2, self_care: 0 },
+    latency_ms: { p50: 840.5, p95: null, samples: 4 },
+  };
+
+  it('reads the dashboard figures', async () => {
+    const { fn, calls } = fakeFetch(() => json(200, dashboard));
+    const result = await new CaseApi(creds, fn).dashboard(7);
+    expect(calls[0]?.url).toBe('/admin/api/v1/dashboard?days=7');
+    expect(result).toEqual({
+      ok: true,
+      value: {
+        days: 7,
+        messagesPerChannel: { web: 3, sms: 1, voice: 0, api: 0 },
+        messagesPerDay: dashboard.messages_per_day,
+        escalations: { total: 3, open: 1, claimedInTime: 1, missedDeadline: 1 },
+        triageMix: { emergency: 1, urgent: 0, routine: 2, self_care: 0 },
+        latency: { p50: 840.5, p95: null, samples: 4 },
+      },
+    });
+  });
+
+  it.each([
+    ['a negative count', { ...dashboard, escalations: { ...dashboard.escalations, open: -1 } }],
+    ['a day that is not a date', { ...dashboard, messages_per_day: [{ day: 'Monday', channel: 'web', count: 1 }] }],
+    ['latency as text', { ...dashboard, latency_ms: { p50: '1s', p95: null, samples: 1 } }],
+    ['no escalations', { ...dashboard, escalations: undefined }],
+  ])('refuses a dashboard with %s', (_, body) => {
+    expect(parseDashboard(body)).toBeNull();
+  });
+
+  it('reads audit pages and the chain verdict', async () => {
+    const page = parseAuditPage({
+      events: [
+        { id: 12, at: '2026-12-01T10:00:00Z', actor: 'user:dana', action: 'patient_data.read', patient_id: 'p1', conversation_id: 'c1', detail: { messages: 4 }, hash: 'ff' },
+        { id: 11, at: 'never', actor: 'x', action: 'y' },
+      ],
+      next_before_id: 12,
+    });
+    expect(page).toEqual({
+      events: [
+        { id: '12', at: '2026-12-01T10:00:00Z', actor: 'user:dana', action: 'patient_data.read', patient_id: 'p1', conversation_id: 'c1', detail: '{"messages":4}', hash: 'ff' },
+      ],
+      skipped: 1,
+      nextBeforeId: '12',
+    });
+    expect(parseAuditVerdict({ ok: false, checked: 40, first_bad_id: 17 })).toEqual({ ok: false, checked: 40, firstBadId: '17' });
+    const { fn, calls } = fakeFetch(() => json(404, { detail: 'Not Found' }));
+    const api = new CaseApi(creds, fn);
+    expect(await api.audit(null)).toMatchObject({ ok: false, status: 404 });
+    await api.audit('12');
+    await api.verifyAudit();
+    expect(calls.map((c) => c.url)).toEqual([
+      '/admin/api/v1/audit?limit=100',
+      '/admin/api/v1/audit?limit=100&before_id=12',
+      '/admin/api/v1/audit/verify',
+    ]);
   });
 });

@@ -1,39 +1,63 @@
-// Drives the staff console: sign-in, polling the case list, loading the selected case, and the
-// case actions. Talks to the server through a CaseApi-like object and to the page through a
+// Drives the staff console: sign-in, polling the case list, loading the selected case, the
+// case actions, and the other sections (conversations, knowledge base, dashboard, audit log).
+// Talks to the server through a ConsoleApi-like object and to the page through a
 // ConsoleViewPort, so tests can drive it with fakes.
 
 import type { KeyValueStorage } from '../storage';
-import type { ApiFailure, ApiResult, Case, CaseApi, CaseFilter, Credentials } from './api';
+import type { ApiFailure, ApiResult, Case, CaseFilter, ConsoleApi, Credentials } from './api';
 import { clearCredentials, loadCredentials, saveCredentials } from './session';
 import {
   actionNotice,
+  canUpload,
   checkSignIn,
   deliveryNotice,
   errorText,
   initialState,
   permissions,
   selectedCase,
+  signInErrorText,
+  tabsFor,
   withCase,
   type CaseAction,
   type ConsoleState,
+  type Tab,
 } from './state';
 import type { ConsoleStrings } from './strings';
 
-export type FocusTarget = 'token' | 'staff-name' | 'list' | 'reply' | 'detail';
+export type FocusTarget = 'username' | 'password' | 'list' | 'reply' | 'detail' | 'tab' | 'transcript';
 
 export interface ConsoleViewPort {
   render(state: Readonly<ConsoleState>): void;
   focus(target: FocusTarget): void;
 }
 
-export type CaseApiLike = Pick<CaseApi, 'listCases' | 'getCase' | 'claim' | 'handback' | 'resolve' | 'reply'>;
+export type ConsoleApiLike = Pick<
+  ConsoleApi,
+  | 'listCases'
+  | 'getCase'
+  | 'claim'
+  | 'handback'
+  | 'resolve'
+  | 'reply'
+  | 'logout'
+  | 'listConversations'
+  | 'transcript'
+  | 'kbJobs'
+  | 'uploadDocument'
+  | 'dashboard'
+  | 'audit'
+  | 'verifyAudit'
+>;
+/** The older name, for the case part of the API. */
+export type CaseApiLike = ConsoleApiLike;
 
 export interface ConsoleDeps {
   view: ConsoleViewPort;
-  /** sessionStorage (or a stand-in): holds the token and staff name for this tab. */
+  /** sessionStorage (or a stand-in): holds the session token for this tab. */
   storage: KeyValueStorage;
   strings: ConsoleStrings;
-  makeApi: (creds: Credentials) => CaseApiLike;
+  login: (username: string, password: string) => Promise<ApiResult<Credentials>>;
+  makeApi: (creds: Credentials) => ConsoleApiLike;
   now?: () => number;
   /** How often the list and the open case are refreshed. */
   pollMs?: number;
@@ -47,7 +71,7 @@ type ErrorSource = 'refresh' | 'action' | 'signin';
 
 export class ConsoleController {
   private state: ConsoleState;
-  private api: CaseApiLike | null = null;
+  private api: ConsoleApiLike | null = null;
   private errorSource: ErrorSource | null = null;
   /** Reply drafts by case id, kept while switching cases (and across a re-sign-in). */
   private readonly drafts = new Map<string, string>();
@@ -74,19 +98,20 @@ export class ConsoleController {
 
   /** Resume a session saved in this tab, or show the sign-in form. */
   start(): void {
-    const creds = loadCredentials(this.deps.storage);
+    const creds = loadCredentials(this.deps.storage, this.now());
     if (creds === null) {
+      clearCredentials(this.deps.storage);
       this.render();
-      this.deps.view.focus('token');
+      this.deps.view.focus('username');
       return;
     }
     this.enter(creds);
     void this.refresh();
   }
 
-  async signIn(rawToken: string, rawName: string): Promise<void> {
+  async signIn(rawUsername: string, password: string): Promise<void> {
     if (this.state.phase !== 'signin' || this.state.signingIn) return;
-    const check = checkSignIn(this.deps.strings, rawToken, rawName);
+    const check = checkSignIn(this.deps.strings, rawUsername, password);
     if (!check.ok) {
       this.setError(check.message, 'signin');
       this.render();
@@ -94,22 +119,32 @@ export class ConsoleController {
       return;
     }
     const session = ++this.session;
-    const api = this.deps.makeApi(check.creds);
-    this.state = { ...this.state, signingIn: true, nameDraft: check.creds.staffName };
+    this.state = { ...this.state, signingIn: true, nameDraft: check.username };
     this.setError(null, null);
     this.render();
-    // One list request checks the token before the console opens.
+    const login = await this.deps.login(check.username, check.password);
+    if (session !== this.session) return;
+    if (!login.ok) {
+      this.state = { ...this.state, signingIn: false };
+      this.setError(signInErrorText(this.deps.strings, login), 'signin');
+      this.render();
+      this.deps.view.focus('password');
+      return;
+    }
+    const creds = login.value;
+    const api = this.deps.makeApi(creds);
+    // The case list opens the console: one request confirms the new session works.
     const result = await api.listCases(this.state.filter);
     if (session !== this.session) return;
     this.state = { ...this.state, signingIn: false };
     if (!result.ok) {
       this.setError(errorText(this.deps.strings, result), 'signin');
       this.render();
-      this.deps.view.focus('token');
+      this.deps.view.focus('password');
       return;
     }
-    saveCredentials(this.deps.storage, check.creds);
-    this.enter(check.creds, api);
+    saveCredentials(this.deps.storage, creds);
+    this.enter(creds, api);
     this.state = {
       ...this.state,
       cases: result.value.cases,
@@ -121,11 +156,29 @@ export class ConsoleController {
     this.schedulePoll();
   }
 
+  /** Ends the session here at once, and on the server (which ends all of this user's). */
   signOut(): void {
+    const api = this.api;
     clearCredentials(this.deps.storage);
     this.drafts.clear();
     this.leave('', null);
-    this.deps.view.focus('token');
+    this.deps.view.focus('username');
+    if (api !== null) void api.logout();
+  }
+
+  showTab(tab: Tab): void {
+    if (this.state.phase !== 'console' || !tabsFor(this.state.user?.role).includes(tab)) return;
+    if (tab === this.state.tab) return;
+    this.state = { ...this.state, tab };
+    this.render();
+    this.deps.view.focus('tab');
+    void this.loadTab(tab);
+  }
+
+  /** Reload what the current section shows. */
+  reloadTab(): Promise<void> {
+    if (this.state.phase !== 'console') return Promise.resolve();
+    return this.state.tab === 'cases' ? this.refresh() : this.loadTab(this.state.tab);
   }
 
   setFilter(filter: CaseFilter): void {
@@ -166,7 +219,7 @@ export class ConsoleController {
   async sendReply(): Promise<void> {
     const c = selectedCase(this.state);
     const api = this.api;
-    if (c === null || api === null || !permissions(c, this.state.staffName, this.state.busy).reply) return;
+    if (c === null || api === null || !this.allowed(c).reply) return;
     const text = (this.drafts.get(c.id) ?? '').trim();
     if (text === '') return;
     const session = this.session;
@@ -193,6 +246,73 @@ export class ConsoleController {
     this.render();
     this.deps.view.focus('reply');
     void this.refresh();
+  }
+
+  // ---- conversations ---------------------------------------------------------------------
+
+  /** Open a conversation's transcript (the server records the read in the audit log). */
+  async openConversation(id: string): Promise<void> {
+    const api = this.api;
+    if (api === null || this.state.conversations.selectedId === id) return;
+    const session = this.session;
+    this.patchConversations({ selectedId: id, transcript: null });
+    this.render();
+    this.deps.view.focus('transcript');
+    const result = await api.transcript(id);
+    if (session !== this.session || this.state.conversations.selectedId !== id) return;
+    if (result.ok) this.patchConversations({ transcript: result.value });
+    else if (this.failed(result)) return;
+    this.render();
+  }
+
+  async moreConversations(): Promise<void> {
+    const { nextBefore, loading } = this.state.conversations;
+    if (nextBefore === null || loading) return;
+    await this.loadConversations(nextBefore);
+  }
+
+  // ---- knowledge base --------------------------------------------------------------------
+
+  async upload(file: Blob | null, filename: string, language: string | null): Promise<void> {
+    const api = this.api;
+    if (api === null || !canUpload(this.state.user?.role) || this.state.kb.uploading) return;
+    if (file === null) {
+      this.setError(this.deps.strings.kbChooseFile, 'action');
+      this.render();
+      return;
+    }
+    const session = this.session;
+    this.state = { ...this.state, kb: { ...this.state.kb, uploading: true }, notice: null };
+    this.clearActionError();
+    this.render();
+    const result = await api.uploadDocument(file, filename, language);
+    if (session !== this.session) return;
+    this.state = { ...this.state, kb: { ...this.state.kb, uploading: false } };
+    if (result.ok) {
+      const text = this.deps.strings.kbUploaded.replace('{name}', result.value.filename);
+      this.state = { ...this.state, notice: { text, tone: 'info' } };
+      this.render();
+      await this.loadTab('kb');
+      return;
+    }
+    if (!this.failed(result)) this.render();
+  }
+
+  // ---- audit -----------------------------------------------------------------------------
+
+  async verifyAudit(): Promise<void> {
+    const api = this.api;
+    if (api === null || this.state.audit.verifying) return;
+    const session = this.session;
+    this.patchAudit({ verifying: true, verdict: null });
+    this.render();
+    const result = await api.verifyAudit();
+    if (session !== this.session) return;
+    this.patchAudit({ verifying: false });
+    if (result.ok) this.patchAudit({ verdict: result.value });
+    else if (result.status === 404) this.patchAudit({ unavailable: true });
+    else if (this.failed(result)) return;
+    this.render();
   }
 
   dismissNotice(): void {
@@ -229,6 +349,97 @@ export class ConsoleController {
   }
 
   // ---- internals -------------------------------------------------------------------------
+
+  private allowed(c: Case | null): ReturnType<typeof permissions> {
+    return permissions(c, this.state.staffName, this.state.busy, this.state.user?.role);
+  }
+
+  private async loadTab(tab: Tab): Promise<void> {
+    switch (tab) {
+      case 'cases':
+        return this.refresh();
+      case 'conversations':
+        return this.loadConversations(null);
+      case 'kb':
+        return this.load(
+          (api) => api.kbJobs(),
+          (value) => ({ kb: { ...this.state.kb, jobs: value.items, skipped: value.skipped } }),
+        );
+      case 'dashboard':
+        this.state = { ...this.state, dashboard: { ...this.state.dashboard, loading: true } };
+        return this.load(
+          (api) => api.dashboard(this.state.dashboard.days),
+          (value) => ({ dashboard: { ...this.state.dashboard, data: value, loading: false } }),
+          () => ({ dashboard: { ...this.state.dashboard, loading: false } }),
+        );
+      case 'audit':
+        this.patchAudit({ loading: true });
+        return this.load(
+          (api) => api.audit(null),
+          (value) => ({ audit: { ...this.state.audit, page: value, loading: false, unavailable: false } }),
+          (f) => ({ audit: { ...this.state.audit, loading: false, unavailable: f.status === 404 } }),
+          // Built by another part of the platform: a server without it answers 404.
+          (f) => f.status === 404,
+        );
+    }
+  }
+
+  private async loadConversations(before: string | null): Promise<void> {
+    this.patchConversations({ loading: true });
+    await this.load(
+      (api) => api.listConversations(before),
+      (page) => {
+        const earlier = before === null ? [] : (this.state.conversations.items ?? []);
+        const seen = new Set(earlier.map((c) => c.id));
+        const items = [...earlier, ...page.conversations.filter((c) => !seen.has(c.id))];
+        return {
+          conversations: {
+            ...this.state.conversations,
+            items,
+            skipped: (before === null ? 0 : this.state.conversations.skipped) + page.skipped,
+            nextBefore: page.nextBefore,
+            loading: false,
+          },
+        };
+      },
+      () => ({ conversations: { ...this.state.conversations, loading: false } }),
+    );
+  }
+
+  /** One section request: the answer lands only if the session is still the same. */
+  private async load<T>(
+    request: (api: ConsoleApiLike) => Promise<ApiResult<T>>,
+    onOk: (value: T) => Partial<ConsoleState>,
+    onFail?: (f: ApiFailure) => Partial<ConsoleState>,
+    quiet?: (f: ApiFailure) => boolean,
+  ): Promise<void> {
+    const api = this.api;
+    if (api === null) return;
+    const session = this.session;
+    this.render();
+    const result = await request(api);
+    if (session !== this.session) return;
+    if (result.ok) {
+      this.state = { ...this.state, ...onOk(result.value) };
+      if (this.errorSource === 'refresh') this.setError(null, null);
+    } else {
+      if (onFail) this.state = { ...this.state, ...onFail(result) };
+      if (result.status === 401) {
+        this.unauthorized();
+        return;
+      }
+      if (!quiet?.(result)) this.setError(errorText(this.deps.strings, result), 'refresh');
+    }
+    this.render();
+  }
+
+  private patchConversations(patch: Partial<ConsoleState['conversations']>): void {
+    this.state = { ...this.state, conversations: { ...this.state.conversations, ...patch } };
+  }
+
+  private patchAudit(patch: Partial<ConsoleState['audit']>): void {
+    this.state = { ...this.state, audit: { ...this.state.audit, ...patch } };
+  }
 
   private async refreshLoop(): Promise<void> {
     do {
@@ -282,7 +493,7 @@ export class ConsoleController {
   private async act(action: CaseAction): Promise<void> {
     const c = selectedCase(this.state);
     const api = this.api;
-    if (c === null || api === null || !permissions(c, this.state.staffName, this.state.busy)[action]) return;
+    if (c === null || api === null || !this.allowed(c)[action]) return;
     const session = this.session;
     this.state = { ...this.state, busy: action, notice: null };
     this.clearActionError();
@@ -314,23 +525,26 @@ export class ConsoleController {
       this.unauthorized();
       return true;
     }
-    this.setError(errorText(this.deps.strings, result), 'action');
+    const text = result.status === 403 ? this.deps.strings.errForbidden : errorText(this.deps.strings, result);
+    this.setError(text, 'action');
     return false;
   }
 
-  private enter(creds: Credentials, api: CaseApiLike = this.deps.makeApi(creds)): void {
+  private enter(creds: Credentials, api: ConsoleApiLike = this.deps.makeApi(creds)): void {
     this.api = api;
+    const user = { username: creds.username, displayName: creds.displayName, role: creds.role };
     this.state = {
       ...initialState(this.now()),
       phase: 'console',
-      staffName: creds.staffName,
-      nameDraft: creds.staffName,
+      user,
+      staffName: creds.displayName,
+      nameDraft: creds.username,
     };
     this.setError(null, null);
     this.render();
   }
 
-  /** Back to the sign-in form (sign-out, or the token was refused). */
+  /** Back to the sign-in form (sign-out, or the session was refused). */
   private leave(nameDraft: string, error: string | null): void {
     this.session++;
     this.api = null;
@@ -343,8 +557,8 @@ export class ConsoleController {
 
   private unauthorized(): void {
     clearCredentials(this.deps.storage);
-    this.leave(this.state.staffName, this.deps.strings.errUnauthorized);
-    this.deps.view.focus('token');
+    this.leave(this.state.user?.username ?? '', this.deps.strings.errUnauthorized);
+    this.deps.view.focus('password');
   }
 
   private setError(text: string | null, source: ErrorSource | null): void {

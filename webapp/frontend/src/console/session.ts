@@ -1,27 +1,47 @@
 import { MemoryStorage, type KeyValueStorage } from '../storage';
-import type { Credentials } from './api';
+import { parseUser, type Credentials } from './api';
 
-// The staff member's credentials live in sessionStorage only: they go when the tab closes,
-// and are not shared with other tabs or left on a shared clinic computer.
+// The session token lives in sessionStorage only: it goes when the tab closes, is not shared
+// with other tabs, and is not left on a shared clinic computer.
 
 export const CONSOLE_TOKEN_KEY = 'clinic.console.token';
-export const CONSOLE_NAME_KEY = 'clinic.console.staffName';
+export const CONSOLE_USER_KEY = 'clinic.console.user';
 
-export function loadCredentials(storage: KeyValueStorage): Credentials | null {
+/** The saved session, unless there is none or it has expired (now: ms since the epoch). */
+export function loadCredentials(storage: KeyValueStorage, now: number = Date.now()): Credentials | null {
   const token = storage.getItem(CONSOLE_TOKEN_KEY);
-  const staffName = storage.getItem(CONSOLE_NAME_KEY);
-  if (!token || !staffName) return null;
-  return { token, staffName };
+  const raw = storage.getItem(CONSOLE_USER_KEY);
+  if (!token || !raw) return null;
+  let saved: unknown;
+  try {
+    saved = JSON.parse(raw);
+  } catch {
+    return null;
+  }
+  const user = parseUser(saved);
+  if (user === null) return null;
+  const expires = (saved as { expires_at?: unknown }).expires_at;
+  const expiresAt = typeof expires === 'string' ? expires : null;
+  if (expiresAt !== null && Date.parse(expiresAt) <= now) return null;
+  return { ...user, token, expiresAt };
 }
 
 export function saveCredentials(storage: KeyValueStorage, creds: Credentials): void {
   storage.setItem(CONSOLE_TOKEN_KEY, creds.token);
-  storage.setItem(CONSOLE_NAME_KEY, creds.staffName);
+  storage.setItem(
+    CONSOLE_USER_KEY,
+    JSON.stringify({
+      username: creds.username,
+      display_name: creds.displayName,
+      role: creds.role,
+      expires_at: creds.expiresAt,
+    }),
+  );
 }
 
 export function clearCredentials(storage: KeyValueStorage): void {
   storage.removeItem(CONSOLE_TOKEN_KEY);
-  storage.removeItem(CONSOLE_NAME_KEY);
+  storage.removeItem(CONSOLE_USER_KEY);
 }
 
 /**

@@ -18,7 +18,14 @@ import {
   waitingText,
   withCase,
   canSend,
+  canUpload,
+  dashboardDays,
+  formatMs,
+  perDaySeries,
+  signInErrorText,
+  tabsFor,
 } from './state';
+import type { Dashboard } from './api';
 import { consoleStrings as s } from './strings';
 import { aCase, aMessage } from './testUtil';
 
@@ -174,23 +181,79 @@ describe('results', () => {
 });
 
 describe('checkSignIn', () => {
-  it('trims the token and tidies the name', () => {
-    expect(checkSignIn(s, '  abc-123  ', '  Dana   R.,  RN ')).toEqual({
-      ok: true,
-      creds: { token: 'abc-123', staffName: 'Dana R., RN' },
-    });
-    expect(checkSignIn(s, 't', 'José Núñez')).toMatchObject({ ok: true });
+  it('trims the username and keeps the password exactly as typed', () => {
+    expect(checkSignIn(s, '  dana  ', ' pass word ')).toEqual({ ok: true, username: 'dana', password: ' pass word ' });
   });
 
   it.each([
-    ['', 'Dana', 'token', s.errTokenEmpty],
-    ['two words', 'Dana', 'token', s.errTokenInvalid],
-    ['tök', 'Dana', 'token', s.errTokenInvalid],
-    ['t', '   ', 'staff-name', s.errNameEmpty],
-    ['t', 'x'.repeat(81), 'staff-name', 'The name is too long (at most 80 characters).'],
-    ['t', 'Łukasz', 'staff-name', s.errNameInvalid],
-    ['t', 'Dana 🙂', 'staff-name', s.errNameInvalid],
-  ])('refuses token %j / name %j', (token, name, field, message) => {
-    expect(checkSignIn(s, token, name)).toEqual({ ok: false, field, message });
+    ['', 'secret', 'username', s.errUsernameEmpty],
+    ['   ', 'secret', 'username', s.errUsernameEmpty],
+    ['dana', '', 'password', s.errPasswordEmpty],
+    ['dana', 'x'.repeat(1025), 'password', s.errPasswordTooLong],
+  ])('refuses username %j / password %j', (username, password, field, message) => {
+    expect(checkSignIn(s, username, password)).toEqual({ ok: false, field, message });
+  });
+});
+
+describe('signInErrorText', () => {
+  it('says what to do for wrong credentials, throttling and outages', () => {
+    expect(signInErrorText(s, { ok: false, status: 401, code: 'invalid_credentials', message: 'x' })).toBe(s.errInvalidCredentials);
+    expect(signInErrorText(s, { ok: false, status: 429, code: 'too_many_attempts', message: '', retryAfterS: 90 })).toBe(
+      'Too many sign-in attempts. Try again in 2 min.',
+    );
+    expect(signInErrorText(s, { ok: false, status: 429, code: 'too_many_attempts', message: '' })).toBe(s.errTooManyAttempts);
+    expect(signInErrorText(s, { ok: false, status: 0, code: 'network', message: '' })).toBe(s.errNetwork);
+  });
+});
+
+describe('roles', () => {
+  it('shows each role its sections', () => {
+    expect(tabsFor('admin')).toEqual(['cases', 'conversations', 'kb', 'dashboard', 'audit']);
+    expect(tabsFor('staff')).toEqual(['cases', 'conversations', 'kb', 'dashboard']);
+    expect(tabsFor('auditor')).toEqual(['cases', 'conversations', 'dashboard', 'audit']);
+    expect(tabsFor(undefined)).toEqual([]);
+    expect([canUpload('admin'), canUpload('staff'), canUpload('auditor')]).toEqual([true, false, false]);
+  });
+
+  it('lets an auditor do nothing with a case, even an open one', () => {
+    const open = aCase({ status: 'open' });
+    expect(permissions(open, 'Dana', null, 'auditor')).toEqual({ claim: false, handback: false, resolve: false, reply: false });
+    expect(permissions(open, 'Dana', null, 'admin')).toMatchObject({ claim: true });
+  });
+});
+
+describe('dashboard helpers', () => {
+  const NOW = Date.parse('2026-12-07T15:00:00Z');
+  const data: Dashboard = {
+    days: 3,
+    messagesPerChannel: { web: 3, sms: 1, voice: 0, api: 0 },
+    messagesPerDay: [
+      { day: '2026-12-05', channel: 'web', count: 2 },
+      { day: '2026-12-07', channel: 'web', count: 1 },
+      { day: '2026-12-07', channel: 'sms', count: 1 },
+    ],
+    escalations: { total: 0, open: 0, claimedInTime: 0, missedDeadline: 0 },
+    triageMix: { emergency: 0, urgent: 0, routine: 0, self_care: 0 },
+    latency: { p50: null, p95: null, samples: 0 },
+  };
+
+  it('lists every UTC day of the period, today last', () => {
+    expect(dashboardDays(3, NOW)).toEqual(['2026-12-05', '2026-12-06', '2026-12-07']);
+  });
+
+  it('fills days without messages with zeros, one series per channel', () => {
+    expect(perDaySeries(data, NOW)).toEqual({
+      labels: ['2026-12-05', '2026-12-06', '2026-12-07'],
+      series: [
+        { channel: 'web', counts: [2, 0, 1] },
+        { channel: 'sms', counts: [0, 0, 1] },
+        { channel: 'voice', counts: [0, 0, 0] },
+        { channel: 'api', counts: [0, 0, 0] },
+      ],
+    });
+  });
+
+  it('formats latencies', () => {
+    expect([formatMs(s, null), formatMs(s, 840.4), formatMs(s, 2430)]).toEqual([s.none, '840 ms', '2.4 s']);
   });
 });

@@ -9,15 +9,24 @@ import type {
   CaseFilter,
   CaseStatus,
   Channel,
-  Credentials,
+  AuditPage,
+  AuditVerdict,
+  ConversationSummary,
+  Dashboard,
+  KbJob,
   Priority,
   Reason,
   ReplyResult,
+  Role,
   Sender,
+  Transcript,
+  User,
 } from './api';
 import type { ConsoleStrings } from './strings';
 
 export type Phase = 'signin' | 'console';
+export type Tab = 'cases' | 'conversations' | 'kb' | 'dashboard' | 'audit';
+export const TABS: readonly Tab[] = ['cases', 'conversations', 'kb', 'dashboard', 'audit'];
 export type CaseAction = 'claim' | 'handback' | 'resolve';
 export type Busy = CaseAction | 'reply' | null;
 
@@ -32,10 +41,13 @@ export interface ConsoleState {
   phase: Phase;
   /** A sign-in request is in flight. */
   signingIn: boolean;
-  /** The signed-in staff member's name ('' while signed out). */
+  /** Who is signed in (null while signed out). */
+  user: User | null;
+  /** The signed-in staff member's display name ('' while signed out): how cases name them. */
   staffName: string;
-  /** Name to put back into the sign-in form (after a rejected token). */
+  /** Username to put back into the sign-in form (after a refused password). */
   nameDraft: string;
+  tab: Tab;
   filter: CaseFilter;
   /** null until the first list arrives (after sign-in or a filter change). */
   cases: Case[] | null;
@@ -53,14 +65,53 @@ export interface ConsoleState {
   now: number;
   /** When the list last came back successfully. */
   updatedAt: number | null;
+  conversations: ConversationsState;
+  kb: KbState;
+  dashboard: DashboardState;
+  audit: AuditState;
 }
+
+export interface ConversationsState {
+  /** null until the first page arrives. */
+  items: ConversationSummary[] | null;
+  skipped: number;
+  nextBefore: string | null;
+  loading: boolean;
+  selectedId: string | null;
+  transcript: Transcript | null;
+}
+
+export interface KbState {
+  jobs: KbJob[] | null;
+  skipped: number;
+  uploading: boolean;
+}
+
+export interface DashboardState {
+  days: number;
+  data: Dashboard | null;
+  loading: boolean;
+}
+
+export interface AuditState {
+  page: AuditPage | null;
+  /** The server has no audit log API (yet): say so instead of an error. */
+  unavailable: boolean;
+  loading: boolean;
+  verdict: AuditVerdict | null;
+  verifying: boolean;
+}
+
+export const DASHBOARD_DAYS = 7;
 
 export function initialState(now: number): ConsoleState {
   return {
     phase: 'signin',
     signingIn: false,
+    user: null,
     staffName: '',
     nameDraft: '',
+    tab: 'cases',
     filter: 'active',
     cases: null,
     skippedCases: 0,
@@ -72,7 +123,55 @@ export function initialState(now: number): ConsoleState {
     error: null,
     now,
     updatedAt: null,
+    conversations: { items: null, skipped: 0, nextBefore: null, loading: false, selectedId: null, transcript: null },
+    kb: { jobs: null, skipped: 0, uploading: false },
+    dashboard: { days: DASHBOARD_DAYS, data: null, loading: false },
+    audit: { page: null, unavailable: false, loading: false, verdict: null, verifying: false },
   };
+}
+
+// ---- roles -------------------------------------------------------------------------------
+
+/** Admins and staff work cases; auditors only read them. */
+export function canWorkCases(role: Role | undefined): boolean {
+  return role === 'admin' || role === 'staff';
+}
+
+/** The sections a role sees, in order. */
+export function tabsFor(role: Role | undefined): Tab[] {
+  switch (role) {
+    case 'admin':
+      return ['cases', 'conversations', 'kb', 'dashboard', 'audit'];
+    case 'staff':
+      return ['cases', 'conversations', 'kb', 'dashboard'];
+    case 'auditor':
+      return ['cases', 'conversations', 'dashboard', 'audit'];
+    default:
+      return [];
+  }
+}
+
+export function canUpload(role: Role | undefined): boolean {
+  return role === 'admin';
+}
+
+export function roleLabel(s: ConsoleStrings, role: Role): string {
+  return role === 'admin' ? s.roleAdmin : role === 'staff' ? s.roleStaff : s.roleAuditor;
+}
+
+export function tabLabel(s: ConsoleStrings, tab: Tab): string {
+  switch (tab) {
+    case 'cases':
+      return s.tabCases;
+    case 'conversations':
+      return s.tabConversations;
+    case 'kb':
+      return s.tabKb;
+    case 'dashboard':
+      return s.tabDashboard;
+    case 'audit':
+      return s.tabAudit;
+  }
 }
 
 /** The case shown in the detail pane: the loaded detail, else the list's copy while it loads. */
@@ -120,8 +219,8 @@ const NONE: Permissions = { claim: false, handback: false, resolve: false, reply
  * - Hand back to the bot: an open case, or one this staff member has claimed.
  * - Resolve: any case not yet resolved, except a colleague's.
  */
-export function permissions(c: Case | null, staffName: string, busy: Busy): Permissions {
-  if (c === null || busy !== null) return NONE;
+export function permissions(c: Case | null, staffName: string, busy: Busy, role: Role = 'staff'): Permissions {
+  if (c === null || busy !== null || !canWorkCases(role)) return NONE;
   const mine = isMine(c, staffName);
   const open = c.status === 'open';
   return {
@@ -134,7 +233,7 @@ export function permissions(c: Case | null, staffName: string, busy: Busy): Perm
 
 export function canSend(state: ConsoleState): boolean {
   const c = selectedCase(state);
-  return permissions(c, state.staffName, state.busy).reply && state.replyDraft.trim() !== '';
+  return permissions(c, state.staffName, state.busy, state.user?.role).reply && state.replyDraft.trim() !== '';
 }
 
 // ---- labels ------------------------------------------------------------------------------
@@ -305,27 +404,86 @@ export function errorText(s: ConsoleStrings, f: ApiFailure): string {
 
 // ---- sign-in -----------------------------------------------------------------------------
 
-export const MAX_STAFF_NAME = 80;
-/** Header-safe token: visible ASCII, no spaces. */
-const TOKEN_RE = /^[\x21-\x7E]+$/;
-/** The name travels in an HTTP header, which only carries Latin-1: printable, no controls. */
-const NAME_RE = /^[\x20-\x7E\xA0-\xFF]+$/;
+export const MAX_USERNAME = 150;
+export const MAX_PASSWORD = 1024;
 
 export type SignInCheck =
-  | { ok: true; creds: Credentials }
-  | { ok: false; field: 'token' | 'staff-name'; message: string };
+  | { ok: true; username: string; password: string }
+  | { ok: false; field: 'username' | 'password'; message: string };
 
-export function checkSignIn(s: ConsoleStrings, rawToken: string, rawName: string): SignInCheck {
-  const token = rawToken.trim();
-  const staffName = rawName.replace(/\s+/g, ' ').trim();
-  if (token === '') return { ok: false, field: 'token', message: s.errTokenEmpty };
-  if (!TOKEN_RE.test(token)) return { ok: false, field: 'token', message: s.errTokenInvalid };
-  if (staffName === '') return { ok: false, field: 'staff-name', message: s.errNameEmpty };
-  if (staffName.length > MAX_STAFF_NAME) {
-    return { ok: false, field: 'staff-name', message: format(s.errNameTooLong, { max: MAX_STAFF_NAME }) };
+/** The form is complete enough to ask the server; whether it is right is the server's call. */
+export function checkSignIn(s: ConsoleStrings, rawUsername: string, password: string): SignInCheck {
+  const username = rawUsername.trim();
+  if (username === '') return { ok: false, field: 'username', message: s.errUsernameEmpty };
+  if (username.length > MAX_USERNAME) return { ok: false, field: 'username', message: s.errUsernameEmpty };
+  if (password === '') return { ok: false, field: 'password', message: s.errPasswordEmpty };
+  if (password.length > MAX_PASSWORD) return { ok: false, field: 'password', message: s.errPasswordTooLong };
+  return { ok: true, username, password };
+}
+
+/** Why sign-in failed, in words that say what to do next. */
+export function signInErrorText(s: ConsoleStrings, f: ApiFailure): string {
+  if (f.status === 401) return s.errInvalidCredentials;
+  if (f.status === 429) {
+    const wait = f.retryAfterS !== undefined ? Math.max(1, Math.ceil(f.retryAfterS / 60)) : null;
+    return wait !== null ? format(s.errTooManyAttemptsWait, { minutes: wait }) : s.errTooManyAttempts;
   }
-  if (!NAME_RE.test(staffName)) return { ok: false, field: 'staff-name', message: s.errNameInvalid };
-  return { ok: true, creds: { token, staffName } };
+  return errorText(s, f);
+}
+
+// ---- dashboard ---------------------------------------------------------------------------
+
+const DAY_MS = 86_400_000;
+
+/** The UTC calendar days the dashboard covers, oldest first, ending today ('YYYY-MM-DD'). */
+export function dashboardDays(days: number, now: number): string[] {
+  const today = Math.floor(now / DAY_MS) * DAY_MS;
+  const out: string[] = [];
+  for (let i = days - 1; i >= 0; i--) out.push(new Date(today - i * DAY_MS).toISOString().slice(0, 10));
+  return out;
+}
+
+export interface DaySeries {
+  labels: string[];
+  /** One series per channel, a count per label. */
+  series: { channel: string; counts: number[] }[];
+}
+
+/** Messages per channel per day as chart series: every day present, missing days as 0. */
+export function perDaySeries(d: Dashboard, now: number): DaySeries {
+  const labels = dashboardDays(d.days, now);
+  for (const entry of d.messagesPerDay) if (!labels.includes(entry.day)) labels.push(entry.day);
+  labels.sort();
+  const channels = [...new Set([...Object.keys(d.messagesPerChannel), ...d.messagesPerDay.map((e) => e.channel)])];
+  const series = channels.map((channel) => ({
+    channel,
+    counts: labels.map((day) =>
+      d.messagesPerDay.filter((e) => e.day === day && e.channel === channel).reduce((n, e) => n + e.count, 0),
+    ),
+  }));
+  return { labels, series };
+}
+
+/** "840 ms", "2.4 s", or "—" when nothing was measured. */
+export function formatMs(s: ConsoleStrings, ms: number | null): string {
+  if (ms === null) return s.none;
+  if (ms < 1000) return format(s.milliseconds, { n: Math.round(ms) });
+  return format(s.seconds, { n: (ms / 1000).toFixed(1) });
+}
+
+export function dispositionLabel(s: ConsoleStrings, d: string): string {
+  switch (d) {
+    case 'emergency':
+      return s.dispositionEmergency;
+    case 'urgent':
+      return s.dispositionUrgent;
+    case 'routine':
+      return s.dispositionRoutine;
+    case 'self_care':
+      return s.dispositionSelfCare;
+    default:
+      return d;
+  }
 }
 
 // ---- updates -----------------------------------------------------------------------------

@@ -1,15 +1,24 @@
 // @vitest-environment happy-dom
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { MemoryStorage } from '../storage';
-import { CaseApi, type FetchLike } from './api';
+import { ConsoleApi, login, type FetchLike, type Role } from './api';
 import { ConsoleController } from './controller';
-import { CONSOLE_TOKEN_KEY } from './session';
+import type { ChartFactory, ChartSpec } from './dashboardView';
+import { CONSOLE_TOKEN_KEY, saveCredentials } from './session';
 import { consoleStrings as s } from './strings';
 import { wireCase, wireMessage } from './testUtil';
 import { ConsoleView } from './view';
 
 const ME = 'Dana R., RN';
-const TOKEN = 'admin-secret';
+const TOKEN = 'session-dana';
+const PASSWORD = 'correct horse battery';
+
+/** The fake server's accounts: username -> [display name, role, token]. */
+const ACCOUNTS: Record<string, [string, Role, string]> = {
+  dana: [ME, 'staff', TOKEN],
+  lee: ['Lee Park', 'auditor', 'session-lee'],
+  root: ['Ada Admin', 'admin', 'session-root'],
+};
 
 interface Request {
   method: string;
@@ -25,6 +34,8 @@ function fakeServer() {
   const cases = new Map<string, Record<string, unknown>>();
   const messages = new Map<string, Record<string, unknown>[]>();
   const requests: Request[] = [];
+  /** Fixed answers for the other sections, by "METHOD /path". */
+  const sections = new Map<string, Reply>();
   /** Per-path overrides for the next answer (e.g. a 409). */
   const next = new Map<string, Reply>();
   let hold: Promise<void> | null = null;
@@ -32,14 +43,28 @@ function fakeServer() {
   const err = (status: number, code: string, message: string): Reply => ({ status, body: { error: { code, message } } });
 
   function route(req: Request): Reply {
-    if (req.headers.Authorization !== `Bearer ${TOKEN}`) return err(401, 'unauthorized', "Send 'Authorization: Bearer <ADMIN_TOKEN>'.");
     const override = next.get(`${req.method} ${req.path}`);
     if (override) {
       next.delete(`${req.method} ${req.path}`);
       return override;
     }
-    const staff = req.headers['X-Staff-Name'] ?? '';
+    if (req.method === 'POST' && req.path === '/admin/api/v1/auth/login') {
+      const { username, password } = req.body as { username: string; password: string };
+      const account = ACCOUNTS[username];
+      if (!account || password !== PASSWORD) return err(401, 'invalid_credentials', 'Wrong username or password.');
+      const [display_name, role, token] = account;
+      return { status: 200, body: { token, expires_at: '2025-01-01T18:00:00+00:00', user: { username, display_name, role } } };
+    }
+    const account = Object.values(ACCOUNTS).find(([, , token]) => req.headers.Authorization === `Bearer ${token}`);
+    if (!account) return err(401, 'unauthorized', 'Sign in first.');
+    const [staff, role] = account;
     const url = new URL(req.path, 'http://x');
+    if (req.method === 'POST' && url.pathname === '/admin/api/v1/auth/logout') return { status: 204, body: null };
+    const section = sections.get(`${req.method} ${url.pathname}`);
+    if (section) return section;
+    if (req.method === 'POST' && url.pathname.startsWith('/admin/api/v1/cases/') && role === 'auditor') {
+      return err(403, 'forbidden', 'Your role cannot do this.');
+    }
     if (req.method === 'GET' && url.pathname === '/admin/api/v1/cases') {
       const all = [...cases.values()];
       const active = url.searchParams.get('status') === 'active';
@@ -95,6 +120,7 @@ function fakeServer() {
     requests.push(req);
     if (hold) await hold;
     const { status, body } = route(req);
+    if (status === 204) return new Response(null, { status });
     return new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } });
   };
 
@@ -102,6 +128,7 @@ function fakeServer() {
     fetch,
     requests,
     next,
+    sections,
     add(c: Record<string, unknown>, msgs: Record<string, unknown>[] = []) {
       cases.set(String(c.id), c);
       messages.set(String(c.id), msgs);
@@ -119,14 +146,34 @@ function fakeServer() {
   };
 }
 
-function mount(server = fakeServer(), storage = new MemoryStorage()) {
+/** A stand-in chart library that records what it was asked to draw. */
+function fakeCharts() {
+  const drawn = new Map<string, ChartSpec>();
+  const factory: ChartFactory = (canvas, spec) => {
+    const id = canvas.closest('figure')!.id;
+    drawn.set(id, spec);
+    return { update: (next) => drawn.set(id, next), destroy: () => drawn.delete(id) };
+  };
+  return { factory, drawn };
+}
+
+function mount(server = fakeServer(), storage = new MemoryStorage(), charts = fakeCharts()) {
   document.body.replaceChildren();
   const root = document.createElement('div');
   root.id = 'console-app';
   document.body.append(root);
-  const view = new ConsoleView(root, s, {
-    signIn: (t, n) => void ctl.signIn(t, n),
+  const view = new ConsoleView(
+    root,
+    s,
+    {
+    signIn: (u, p) => void ctl.signIn(u, p),
     signOut: () => ctl.signOut(),
+    showTab: (tab) => ctl.showTab(tab),
+    reloadTab: () => void ctl.reloadTab(),
+    openConversation: (id) => void ctl.openConversation(id),
+    moreConversations: () => void ctl.moreConversations(),
+    upload: (file, name, language) => void ctl.upload(file, name, language),
+    verifyAudit: () => void ctl.verifyAudit(),
     setFilter: (f) => ctl.setFilter(f),
     refresh: () => void ctl.refresh(),
     select: (id) => ctl.select(id),
@@ -137,12 +184,15 @@ function mount(server = fakeServer(), storage = new MemoryStorage()) {
     sendReply: () => void ctl.sendReply(),
     dismissNotice: () => ctl.dismissNotice(),
     dismissError: () => ctl.dismissError(),
-  });
+    },
+    charts.factory,
+  );
   const ctl: ConsoleController = new ConsoleController({
     view,
     storage,
     strings: s,
-    makeApi: (creds) => new CaseApi(creds, server.fetch),
+    login: (username, password) => login(username, password, server.fetch),
+    makeApi: (creds) => new ConsoleApi(creds, server.fetch),
   });
   ctl.start();
   const $ = <T extends HTMLElement = HTMLElement>(selector: string) => {
@@ -150,7 +200,7 @@ function mount(server = fakeServer(), storage = new MemoryStorage()) {
     if (!node) throw new Error(`${selector} not found`);
     return node;
   };
-  return { ctl, server, storage, root, $ };
+  return { ctl, server, storage, root, $, charts };
 }
 
 /** Visible = neither it nor an ancestor has the `hidden` attribute. */
@@ -172,9 +222,9 @@ function key(field: HTMLElement, init: KeyboardEventInit): KeyboardEvent {
 
 const flush = () => vi.advanceTimersByTimeAsync(0);
 
-async function signIn(t: ReturnType<typeof mount>, token = TOKEN, name = ME) {
-  type(t.$<HTMLInputElement>('#token'), token);
-  type(t.$<HTMLInputElement>('#staff-name'), name);
+async function signIn(t: ReturnType<typeof mount>, username = 'dana', password = PASSWORD) {
+  type(t.$<HTMLInputElement>('#username'), username);
+  type(t.$<HTMLInputElement>('#password'), password);
   t.$<HTMLFormElement>('#signin-form').requestSubmit();
   await flush();
 }
@@ -199,12 +249,14 @@ describe('ConsoleView (DOM)', () => {
     const { $ } = mount();
     expect(visible($('#signin-form'))).toBe(true);
     expect(visible($('#console-main'))).toBe(false);
-    expect($<HTMLInputElement>('#token').type).toBe('password');
-    expect(document.querySelector('label[for="token"]')?.textContent).toBe('Admin token');
-    expect(document.querySelector('label[for="staff-name"]')?.textContent).toBe(s.staffNameLabel);
+    expect(visible($('#console-tabs'))).toBe(false);
+    expect($<HTMLInputElement>('#password').type).toBe('password');
+    expect($<HTMLInputElement>('#password').autocomplete).toBe('current-password');
+    expect(document.querySelector('label[for="username"]')?.textContent).toBe('Username');
+    expect(document.querySelector('label[for="password"]')?.textContent).toBe('Password');
     expect($('#error').getAttribute('role')).toBe('alert');
     expect($('#notice').getAttribute('aria-live')).toBe('polite');
-    expect(document.activeElement).toBe($('#token'));
+    expect(document.activeElement).toBe($('#username'));
   });
 
   it('signs in, lists cases with text badges, and signs out', async () => {
@@ -212,11 +264,12 @@ describe('ConsoleView (DOM)', () => {
     t.server.add(wireCase({ id: 'c1', priority: 'immediate', reason: 'emergency', channel: 'sms', overdue: true, created_at: '2025-01-01T10:08:00Z' }));
     t.server.add(wireCase({ id: 'c2', priority: 'normal', reason: 'request', status: 'claimed', claimed_by: 'Sam K., MD' }));
     await signIn(t);
-    expect(t.server.requests[0]?.headers).toMatchObject({ Authorization: `Bearer ${TOKEN}`, 'X-Staff-Name': ME });
+    expect(t.server.requests[0]?.path).toBe('/admin/api/v1/auth/login');
+    expect(t.server.requests[1]?.headers).toMatchObject({ Authorization: `Bearer ${TOKEN}` });
     expect(visible(t.$('#signin-form'))).toBe(false);
     expect(visible(t.$('#case-list'))).toBe(true);
-    expect(t.$<HTMLInputElement>('#token').value).toBe('');
-    expect(t.$('#signed-in-as').textContent).toBe(`Signed in as ${ME}`);
+    expect(t.$<HTMLInputElement>('#password').value).toBe('');
+    expect(t.$('#signed-in-as').textContent).toBe(`Signed in as ${ME} (staff)`);
 
     const rows = [...document.querySelectorAll<HTMLElement>('#case-list [data-case-id]')];
     expect(rows.map((r) => r.dataset.caseId)).toEqual(['c1', 'c2']);
@@ -240,12 +293,14 @@ describe('ConsoleView (DOM)', () => {
     expect(document.querySelectorAll('[data-case-id]')).toHaveLength(0);
   });
 
-  it('keeps the sign-in form with a message for a wrong token', async () => {
+  it('keeps the sign-in form with a message for a wrong password', async () => {
     const t = mount();
-    await signIn(t, 'nope');
+    await signIn(t, 'dana', 'nope');
     expect(visible(t.$('#signin-form'))).toBe(true);
-    expect(t.$('#error').textContent).toBe(s.errUnauthorized);
-    expect(t.$<HTMLInputElement>('#staff-name').value).toBe(ME);
+    expect(t.$('#error').textContent).toBe(s.errInvalidCredentials);
+    expect(t.$<HTMLInputElement>('#username').value).toBe('dana');
+    expect(t.$<HTMLInputElement>('#password').value).toBe('');
+    expect(document.activeElement).toBe(t.$('#password'));
   });
 
   it('shows the case: summary, triage, transcript as text, and claims it', async () => {
@@ -423,17 +478,166 @@ describe('ConsoleView (DOM)', () => {
     expect(t.$('#transcript').querySelectorAll('[data-message-id]')).toHaveLength(1);
   });
 
-  it('goes back to sign-in when the token stops working', async () => {
+  it('goes back to sign-in when the session stops working', async () => {
     const storage = new MemoryStorage();
-    storage.setItem('clinic.console.token', 'revoked');
-    storage.setItem('clinic.console.staffName', ME);
+    saveCredentials(storage, { token: 'revoked', username: 'dana', displayName: ME, role: 'staff', expiresAt: null });
     const t = mount(fakeServer(), storage);
     expect(visible(t.$('#console-main'))).toBe(true);
     await flush();
     expect(visible(t.$('#signin-form'))).toBe(true);
     expect(t.$('#error').textContent).toBe(s.errUnauthorized);
-    expect(t.$<HTMLInputElement>('#staff-name').value).toBe(ME);
-    expect(document.activeElement).toBe(t.$('#token'));
+    expect(t.$<HTMLInputElement>('#username').value).toBe('dana');
+    expect(document.activeElement).toBe(t.$('#password'));
+  });
+
+  it('shows an auditor cases without any way to act on them', async () => {
+    const t = mount();
+    t.server.add(wireCase({ id: 'c1' }), [wireMessage({ id: 'm1', seq: 1 })]);
+    await signIn(t, 'lee');
+    expect(t.root.dataset.role).toBe('auditor');
+    expect(visible(t.$('#read-only'))).toBe(true);
+    await open(t, 'c1');
+    expect(t.$('#transcript').textContent).toContain('text m1');
+    for (const id of ['#claim', '#handback', '#resolve', '#reply-text', '#reply-send']) expect(visible(t.$(id))).toBe(false);
+    const tabs = [...document.querySelectorAll<HTMLButtonElement>('#console-tabs button')].filter(visible);
+    expect(tabs.map((b) => b.dataset.tab)).toEqual(['cases', 'conversations', 'dashboard', 'audit']);
+    expect(t.server.requests.filter((r) => r.method === 'POST' && r.path.includes('/cases/'))).toEqual([]);
+  });
+
+  it('draws the dashboard from the server figures, with the same numbers as tables', async () => {
+    const t = mount();
+    t.server.sections.set('GET /admin/api/v1/dashboard', {
+      status: 200,
+      body: {
+        days: 7,
+        messages_per_channel: { web: 3, sms: 1, voice: 0, api: 0 },
+        messages_per_day: [
+          { day: '2024-12-31', channel: 'web', count: 2 },
+          { day: '2025-01-01', channel: 'web', count: 1 },
+          { day: '2025-01-01', channel: 'sms', count: 1 },
+        ],
+        escalations: { total: 3, open: 1, claimed_in_time: 1, missed_deadline: 1 },
+        triage_mix: { emergency: 1, urgent: 0, routine: 2, self_care: 0 },
+        latency_ms: { p50: 840, p95: 2400, samples: 4 },
+      },
+    });
+    await signIn(t, 'lee');
+    t.$('#tab-dashboard').click();
+    await flush();
+    expect(visible(t.$('#section-dashboard'))).toBe(true);
+    expect(visible(t.$('#section-cases'))).toBe(false);
+    expect(t.$('#tab-dashboard').getAttribute('aria-current')).toBe('page');
+    const messages = t.charts.drawn.get('chart-messages')!;
+    expect(messages.kind).toBe('stacked-bar');
+    expect(messages.labels).toEqual(['2024-12-26', '2024-12-27', '2024-12-28', '2024-12-29', '2024-12-30', '2024-12-31', '2025-01-01']);
+    expect(messages.series.find((line) => line.label === 'Web chat')?.values).toEqual([0, 0, 0, 0, 0, 2, 1]);
+    expect(t.$('#chart-messages').dataset.total).toBe('4');
+    expect(t.charts.drawn.get('chart-escalations')?.series[0]?.values).toEqual([1, 1]);
+    expect(t.charts.drawn.get('chart-triage')?.series[0]?.values).toEqual([1, 0, 2, 0]);
+    expect(t.charts.drawn.get('chart-latency')?.series[0]?.values).toEqual([840, 2400]);
+    expect(t.$('#chart-latency').textContent).toContain('2.4 s');
+    expect(t.$('#chart-escalations').textContent).toContain('Missed the deadline1');
+    expect(t.$('#chart-messages canvas').getAttribute('role')).toBe('img');
+    // Signing out takes the figures away too.
+    t.$('#sign-out').click();
+    expect(t.charts.drawn.size).toBe(0);
+  });
+
+  it('lists conversations and shows a transcript as text only', async () => {
+    const t = mount();
+    const conversation = {
+      id: 'conv-7',
+      channel: 'sms',
+      language: 'es',
+      mode: 'bot',
+      safety_level: 'crisis',
+      started_at: '2025-01-01T09:00:00Z',
+      last_message_at: '2025-01-01T10:00:00Z',
+      message_count: 2,
+    };
+    t.server.sections.set('GET /admin/api/v1/conversations', { status: 200, body: { conversations: [conversation], next_before: null } });
+    t.server.sections.set('GET /admin/api/v1/conversations/conv-7/messages', {
+      status: 200,
+      body: {
+        conversation_id: 'conv-7',
+        needs_follow_up: false,
+        messages: [
+          { ...wireMessage({ id: 'a', seq: 1, text: hostile }), channel: 'sms' },
+          { ...wireMessage({ id: 'b', seq: 2, direction: 'outbound', sender: 'bot', text: 'Llame al 911.' }), channel: 'sms' },
+        ],
+      },
+    });
+    await signIn(t, 'lee');
+    t.$('#tab-conversations').click();
+    await flush();
+    const row = t.$('[data-conversation-id="conv-7"]');
+    expect(row.textContent).toContain('SMS');
+    expect(row.textContent).toContain('2 message(s)');
+    expect(row.textContent).toContain('Safety: crisis');
+    expect(visible(t.$('#conversations-more'))).toBe(false);
+    row.click();
+    await flush();
+    const log = t.$('#conversation-transcript');
+    expect(log.dataset.loaded).toBe('true');
+    expect([...log.querySelectorAll<HTMLElement>('[data-message-id]')].map((m) => m.dataset.sender)).toEqual(['patient', 'bot']);
+    expect(log.querySelector('img, script')).toBeNull();
+    expect(log.textContent).toContain('<img src=x onerror="alert(1)">');
+    expect(log.textContent).not.toContain('\u202E');
+  });
+
+  it('offers the upload form to admins only and lists ingestion jobs', async () => {
+    const job = {
+      id: 'j1',
+      filename: 'flu.md',
+      size_bytes: 4096,
+      language: 'en',
+      status: 'done',
+      error: null,
+      created_at: '2025-01-01T09:00:00Z',
+      finished_at: '2025-01-01T09:01:00Z',
+    };
+    const staff = mount();
+    staff.server.sections.set('GET /admin/api/v1/kb/jobs', { status: 200, body: { jobs: [job] } });
+    await signIn(staff, 'dana');
+    staff.$('#tab-kb').click();
+    await flush();
+    expect(staff.$('#kb-jobs').textContent).toContain('flu.md');
+    expect(visible(staff.$('#kb-upload'))).toBe(false);
+    expect(visible(staff.$('#tab-audit'))).toBe(false);
+
+    const admin = mount();
+    admin.server.sections.set('GET /admin/api/v1/kb/jobs', { status: 200, body: { jobs: [] } });
+    await signIn(admin, 'root');
+    admin.$('#tab-kb').click();
+    await flush();
+    expect(visible(admin.$('#kb-upload'))).toBe(true);
+    expect(admin.$('#kb-status').textContent).toBe(s.kbEmpty);
+  });
+
+  it('says when the audit log is not available, and shows the chain verdict when it is', async () => {
+    const t = mount();
+    t.server.sections.set('GET /admin/api/v1/audit', { status: 404, body: { detail: 'Not Found' } });
+    await signIn(t, 'lee');
+    t.$('#tab-audit').click();
+    await flush();
+    expect(t.$('#audit-status').textContent).toBe(s.auditUnavailable);
+    expect(t.$('#error').textContent).toBe('');
+    expect(t.$<HTMLButtonElement>('#audit-verify').disabled).toBe(true);
+
+    t.server.sections.set('GET /admin/api/v1/audit', {
+      status: 200,
+      body: {
+        events: [{ id: 5, at: '2025-01-01T09:00:00Z', actor: 'user:lee', action: 'patient_data.read', patient_id: null, conversation_id: 'conv-7', detail: {}, hash: 'ab' }],
+        next_before_id: null,
+      },
+    });
+    t.server.sections.set('GET /admin/api/v1/audit/verify', { status: 200, body: { ok: true, checked: 5, first_bad_id: null } });
+    t.$('#audit-refresh').click();
+    await flush();
+    expect(t.$('#audit-events').textContent).toContain('patient_data.read');
+    t.$('#audit-verify').click();
+    await flush();
+    expect(t.$('#audit-verdict').textContent).toBe('The audit chain is intact: 5 event(s) checked.');
   });
 });
 

@@ -4,12 +4,19 @@
 // refresh neither re-announces the transcript nor disturbs typing or focus.
 
 import { format } from '../i18n';
-import { stripBidiControls } from '../text';
 import type { Case, CaseFilter, CaseMessage } from './api';
+import { AuditSection } from './auditView';
 import type { ConsoleViewPort, FocusTarget } from './controller';
+import { ConversationsSection } from './conversationsView';
+import { DashboardSection, noCharts, type ChartFactory } from './dashboardView';
+import { button, clean, clockFormat, dateTimeFormat, el, setAttr, setDisabled, setHidden, setText, setTime } from './dom';
+import { KbSection } from './kbView';
 import {
-  MAX_STAFF_NAME,
+  MAX_PASSWORD,
+  MAX_USERNAME,
   canSend,
+  canUpload,
+  canWorkCases,
   channelLabel,
   isMine,
   languageLabel,
@@ -18,18 +25,29 @@ import {
   priorityLabel,
   reasonLabel,
   replyHint,
+  roleLabel,
   selectedCase,
   senderLabel,
   statusLabel,
+  tabLabel,
+  tabsFor,
   visibleCases,
   waitingText,
+  TABS,
   type ConsoleState,
+  type Tab,
 } from './state';
 import type { ConsoleStrings } from './strings';
 
 export interface ConsoleActions {
-  signIn(token: string, staffName: string): void;
+  signIn(username: string, password: string): void;
   signOut(): void;
+  showTab(tab: Tab): void;
+  reloadTab(): void;
+  openConversation(id: string): void;
+  moreConversations(): void;
+  upload(file: Blob | null, filename: string, language: string | null): void;
+  verifyAudit(): void;
   setFilter(filter: CaseFilter): void;
   refresh(): void;
   select(id: string): void;
@@ -45,65 +63,6 @@ export interface ConsoleActions {
 /** Longest reply the box takes (the case API refuses longer ones). */
 export const MAX_REPLY_LENGTH = 4000;
 const NEAR_END_PX = 80;
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attrs: { id?: string; className?: string; text?: string } = {},
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  if (attrs.id !== undefined) node.id = attrs.id;
-  if (attrs.className !== undefined) node.className = attrs.className;
-  if (attrs.text !== undefined) node.textContent = attrs.text;
-  return node;
-}
-
-function button(id: string, text: string, className = 'button'): HTMLButtonElement {
-  const b = el('button', { id, className, text });
-  b.type = 'button';
-  return b;
-}
-
-function setText(node: Element, text: string): void {
-  if (node.textContent !== text) node.textContent = text;
-}
-
-function setAttr(node: Element, name: string, value: string | null): void {
-  if (value === null) node.removeAttribute(name);
-  else if (node.getAttribute(name) !== value) node.setAttribute(name, value);
-}
-
-function setHidden(node: HTMLElement, hidden: boolean): void {
-  if (node.hidden !== hidden) node.hidden = hidden;
-}
-
-function setDisabled(node: HTMLButtonElement | HTMLTextAreaElement | HTMLInputElement | HTMLSelectElement, disabled: boolean): void {
-  if (node.disabled !== disabled) node.disabled = disabled;
-}
-
-/** Server text for display: never markup, and without characters that reorder the line. */
-function clean(text: string): string {
-  return stripBidiControls(text);
-}
-
-const dateTimeFormat = new Intl.DateTimeFormat('en', {
-  month: 'short',
-  day: 'numeric',
-  hour: 'numeric',
-  minute: '2-digit',
-});
-const clockFormat = new Intl.DateTimeFormat('en', { hour: 'numeric', minute: '2-digit', second: '2-digit' });
-
-function setTime(node: HTMLTimeElement, iso: string | null, fallback: string): void {
-  const ms = iso === null ? Number.NaN : Date.parse(iso);
-  if (Number.isNaN(ms)) {
-    setAttr(node, 'datetime', null);
-    setText(node, fallback);
-    return;
-  }
-  const date = new Date(ms);
-  setAttr(node, 'datetime', date.toISOString());
-  setText(node, dateTimeFormat.format(date));
-}
 
 interface RowParts {
   row: HTMLLIElement;
@@ -134,8 +93,18 @@ export class ConsoleView implements ConsoleViewPort {
   // sign-in
   private readonly signInSection: HTMLElement;
   private readonly signInForm: HTMLFormElement;
-  private readonly tokenInput: HTMLInputElement;
-  private readonly nameInput: HTMLInputElement;
+  private readonly usernameInput: HTMLInputElement;
+  private readonly passwordInput: HTMLInputElement;
+  // sections
+  private readonly nav: HTMLElement;
+  private readonly tabButtons = new Map<Tab, HTMLButtonElement>();
+  private readonly casesSection: HTMLElement;
+  private readonly readOnlyNote: HTMLParagraphElement;
+  private readonly actionsGroup: HTMLDivElement;
+  private readonly conversations: ConversationsSection;
+  private readonly kb: KbSection;
+  private readonly dashboard: DashboardSection;
+  private readonly audit: AuditSection;
   private readonly signInButton: HTMLButtonElement;
   // console
   private readonly main: HTMLDivElement;
@@ -183,6 +152,7 @@ export class ConsoleView implements ConsoleViewPort {
     private readonly root: HTMLElement,
     private readonly s: ConsoleStrings,
     private readonly actions: ConsoleActions,
+    charts: ChartFactory = noCharts,
   ) {
     root.classList.add('console');
 
@@ -218,35 +188,50 @@ export class ConsoleView implements ConsoleViewPort {
     const intro = el('p', { className: 'muted', text: s.signInIntro });
     this.signInForm = el('form', { id: 'signin-form', className: 'signin-form' });
     this.signInForm.noValidate = true;
-    const tokenLabel = el('label', { text: s.tokenLabel });
-    tokenLabel.htmlFor = 'token';
-    this.tokenInput = el('input', { id: 'token', className: 'input' });
-    this.tokenInput.type = 'password';
-    this.tokenInput.name = 'token';
-    this.tokenInput.autocomplete = 'off';
-    this.tokenInput.spellcheck = false;
-    this.tokenInput.required = true;
-    const nameLabel = el('label', { text: s.staffNameLabel });
-    nameLabel.htmlFor = 'staff-name';
-    this.nameInput = el('input', { id: 'staff-name', className: 'input' });
-    this.nameInput.type = 'text';
-    this.nameInput.name = 'staff-name';
-    this.nameInput.autocomplete = 'name';
-    this.nameInput.maxLength = MAX_STAFF_NAME;
-    this.nameInput.required = true;
-    this.nameInput.setAttribute('aria-describedby', 'staff-name-hint');
-    const nameHint = el('p', { id: 'staff-name-hint', className: 'hint', text: s.staffNameHint });
+    const usernameLabel = el('label', { text: s.usernameLabel });
+    usernameLabel.htmlFor = 'username';
+    this.usernameInput = el('input', { id: 'username', className: 'input' });
+    this.usernameInput.type = 'text';
+    this.usernameInput.name = 'username';
+    this.usernameInput.autocomplete = 'username';
+    this.usernameInput.spellcheck = false;
+    this.usernameInput.autocapitalize = 'none';
+    this.usernameInput.maxLength = MAX_USERNAME;
+    this.usernameInput.required = true;
+    const passwordLabel = el('label', { text: s.passwordLabel });
+    passwordLabel.htmlFor = 'password';
+    this.passwordInput = el('input', { id: 'password', className: 'input' });
+    this.passwordInput.type = 'password';
+    this.passwordInput.name = 'password';
+    this.passwordInput.autocomplete = 'current-password';
+    this.passwordInput.maxLength = MAX_PASSWORD;
+    this.passwordInput.required = true;
     this.signInButton = el('button', { id: 'signin-submit', className: 'button button--primary', text: s.signIn });
     this.signInButton.type = 'submit';
-    this.signInForm.append(tokenLabel, this.tokenInput, nameLabel, this.nameInput, nameHint, this.signInButton);
+    this.signInForm.append(usernameLabel, this.usernameInput, passwordLabel, this.passwordInput, this.signInButton);
     this.signInForm.addEventListener('submit', (event) => {
       event.preventDefault();
-      this.actions.signIn(this.tokenInput.value, this.nameInput.value);
+      const password = this.passwordInput.value;
+      // The password leaves the page with this request and is not kept in it.
+      this.passwordInput.value = '';
+      this.actions.signIn(this.usernameInput.value, password);
     });
     this.signInSection.append(signInHeading, intro, this.signInForm);
 
     // ---- case list ----
+    this.nav = el('nav', { id: 'console-tabs', className: 'console-tabs' });
+    this.nav.setAttribute('aria-label', s.sectionsLabel);
+    for (const tab of TABS) {
+      const b = button(`tab-${tab}`, tabLabel(s, tab), 'console-tab');
+      b.dataset.tab = tab;
+      b.addEventListener('click', () => this.actions.showTab(tab));
+      this.tabButtons.set(tab, b);
+      this.nav.append(b);
+    }
     this.main = el('div', { id: 'console-main', className: 'console-main' });
+    this.casesSection = el('section', { id: 'section-cases', className: 'section' });
+    this.casesSection.setAttribute('aria-label', s.tabCases);
+    this.readOnlyNote = el('p', { id: 'read-only', className: 'hint', text: s.readOnly });
     const listPane = el('section', { className: 'list-pane' });
     listPane.setAttribute('aria-labelledby', 'case-list-heading');
     const listHeading = el('h2', { id: 'case-list-heading', className: 'visually-hidden', text: s.listLabel });
@@ -291,6 +276,7 @@ export class ConsoleView implements ConsoleViewPort {
     badges.append(this.badgePriority, this.badgeStatus, this.badgeOverdue, this.waiting);
 
     const actionsGroup = el('div', { className: 'case-actions' });
+    this.actionsGroup = actionsGroup;
     actionsGroup.setAttribute('role', 'group');
     actionsGroup.setAttribute('aria-label', s.actionsLabel);
     this.claimButton = button('claim', s.claim, 'button button--primary');
@@ -396,7 +382,23 @@ export class ConsoleView implements ConsoleViewPort {
     this.detailSection.append(this.detailEmpty, this.detailBody);
 
     this.main.append(listPane, this.detailSection);
-    root.replaceChildren(this.header, errorBar, this.noticeBar, this.signInSection, this.main);
+    this.casesSection.append(this.readOnlyNote, this.main);
+    this.conversations = new ConversationsSection(s, actions);
+    this.kb = new KbSection(s, actions);
+    this.dashboard = new DashboardSection(s, charts);
+    this.audit = new AuditSection(s, actions);
+    root.replaceChildren(
+      this.header,
+      errorBar,
+      this.noticeBar,
+      this.signInSection,
+      this.nav,
+      this.casesSection,
+      this.conversations.element,
+      this.kb.element,
+      this.dashboard.element,
+      this.audit.element,
+    );
   }
 
   render(state: Readonly<ConsoleState>): void {
@@ -406,11 +408,25 @@ export class ConsoleView implements ConsoleViewPort {
     this.lastPhase = state.phase;
     this.root.dataset.phase = state.phase;
 
+    const role = state.user?.role;
+    const tabs = tabsFor(role);
     setHidden(this.signInSection, signedIn);
+    setHidden(this.nav, !signedIn);
+    for (const [tab, b] of this.tabButtons) {
+      setHidden(b, !tabs.includes(tab));
+      setAttr(b, 'aria-current', signedIn && tab === state.tab ? 'page' : null);
+    }
+    setHidden(this.casesSection, !signedIn || state.tab !== 'cases');
     setHidden(this.main, !signedIn);
+    setHidden(this.conversations.element, !signedIn || state.tab !== 'conversations');
+    setHidden(this.kb.element, !signedIn || state.tab !== 'kb');
+    setHidden(this.dashboard.element, !signedIn || state.tab !== 'dashboard');
+    setHidden(this.audit.element, !signedIn || state.tab !== 'audit');
     setHidden(this.signedInAs, !signedIn);
     setHidden(this.signOutButton, !signedIn);
-    setText(this.signedInAs, signedIn ? format(s.signedInAs, { name: state.staffName }) : '');
+    const who = state.user ? format(s.signedInRole, { name: state.staffName, role: roleLabel(s, state.user.role) }) : '';
+    setText(this.signedInAs, signedIn ? format(s.signedInAs, { name: who }) : '');
+    setAttr(this.root, 'data-role', role ?? null);
 
     setText(this.error, state.error ?? '');
     setHidden(this.errorDismiss, state.error === null);
@@ -420,11 +436,15 @@ export class ConsoleView implements ConsoleViewPort {
 
     if (!signedIn) {
       if (phaseChanged) {
-        // Never leave a token in the page; give back the name after a refused token.
-        this.tokenInput.value = '';
-        this.nameInput.value = state.nameDraft;
+        // Never leave a password in the page; give back the username after a refusal.
+        this.passwordInput.value = '';
+        this.usernameInput.value = state.nameDraft;
         // Signed out: no patient data stays in the page, not even hidden.
         this.clearCase();
+        this.conversations.clear();
+        this.kb.clear();
+        this.dashboard.clear();
+        this.audit.clear();
         this.list.replaceChildren();
         this.rows.clear();
         this.replyText.value = '';
@@ -435,18 +455,30 @@ export class ConsoleView implements ConsoleViewPort {
       setAttr(this.signInForm, 'aria-busy', state.signingIn ? 'true' : null);
       return;
     }
-    if (phaseChanged) this.tokenInput.value = '';
+    if (phaseChanged) this.passwordInput.value = '';
+    setHidden(this.readOnlyNote, canWorkCases(role));
     this.renderList(state);
     this.renderDetail(state);
+    this.conversations.render(state.conversations);
+    this.kb.render(state.kb, canUpload(role));
+    this.dashboard.render(state.dashboard);
+    this.audit.render(state.audit);
   }
 
   focus(target: FocusTarget): void {
     switch (target) {
-      case 'token':
-        this.tokenInput.focus();
+      case 'username':
+        this.usernameInput.focus();
         return;
-      case 'staff-name':
-        this.nameInput.focus();
+      case 'password':
+        // After a refusal the username is usually right: start with the password.
+        if (this.usernameInput.value.trim() === '') this.usernameInput.focus();
+        else this.passwordInput.focus();
+        return;
+      case 'tab':
+        return;
+      case 'transcript':
+        this.conversations.focusTranscript();
         return;
       case 'list': {
         const first = this.list.querySelector<HTMLButtonElement>('.case-row-button');
@@ -602,7 +634,12 @@ export class ConsoleView implements ConsoleViewPort {
       }
     }
 
-    const perms = permissions(c, state.staffName, state.busy);
+    const role = state.user?.role;
+    const perms = permissions(c, state.staffName, state.busy, role);
+    // Auditors read cases: no buttons that would only be refused.
+    const works = canWorkCases(role);
+    setHidden(this.actionsGroup, !works);
+    setHidden(this.replyForm, !works);
     setDisabled(this.claimButton, !perms.claim);
     setDisabled(this.handbackButton, !perms.handback);
     setDisabled(this.resolveButton, !perms.resolve);
