@@ -16,7 +16,7 @@ APT_PACKAGES := chromium docker-compose build-essential cmake espeak-ng
 PYTHON310 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.10 2>/dev/null | head -1 | sed 's|$$|/bin/python3.10|') || command -v python3.10)
 PYTHON311 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.11 2>/dev/null | head -1 | sed 's|$$|/bin/python3.11|') || command -v python3.11)
 
-.PHONY: help run test lint lint-rules typecheck pytest bench-web bench-sms bench-escalation bench-voice bench-safety bench-rag eval-nlu eval-safety eval-rag kb-index frontend-test train-clinical deps system-packages frontend train-rasa clean
+.PHONY: help run test lint lint-rules typecheck pytest bench-web bench-sms bench-escalation bench-voice bench-load bench-safety bench-rag eval-nlu eval-safety eval-rag kb-index frontend-test train-clinical deps system-packages frontend train-rasa clean
 
 help:
 	@echo "make run    install everything, train what needs training, start the platform"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench-sms   SMS webhook acknowledgement and end-to-end latency (needs Redis)"
 	@echo "make bench-escalation   patient<->staff latency with 200 open cases (needs Redis)"
 	@echo "make bench-voice   phone calls: end of speech to first bot audio, concurrent calls"
+	@echo "make bench-load   1,000 web sessions + SMS on PostgreSQL/Redis, 1 vs 2 workers (~10 min)"
 	@echo "make eval-nlu    NLU cross-validation (see docs/EVALUATION.md)"
 	@echo "make eval-safety safety and triage figures on the case sets (see docs/EVALUATION.md)"
 	@echo "make bench-safety   time the safety layer adds per message (see docs/BENCHMARKS.md)"
@@ -63,6 +64,11 @@ bench-escalation: deps
 
 bench-voice: deps $(RASA_MODEL)
 	$(PY) scripts/bench_voice.py --record $(BENCH_ARGS)
+
+# Needs PostgreSQL running (127.0.0.1:5432, user postgres) and redis-server installed (the
+# bench starts its own).
+bench-load: deps $(RASA_MODEL)
+	$(PY) scripts/bench_load.py --record $(BENCH_ARGS)
 
 # The starter knowledge base (kb/) into the app's index; unchanged files are skipped.
 kb-index: $(VENV)/.installed
