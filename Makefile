@@ -16,7 +16,7 @@ APT_PACKAGES := chromium docker-compose build-essential cmake espeak-ng
 PYTHON310 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.10 2>/dev/null | head -1 | sed 's|$$|/bin/python3.10|') || command -v python3.10)
 PYTHON311 ?= $(shell (command -v pyenv >/dev/null && pyenv prefix 3.11 2>/dev/null | head -1 | sed 's|$$|/bin/python3.11|') || command -v python3.11)
 
-.PHONY: help run test lint lint-rules typecheck pytest bench-web bench-sms bench-escalation bench-voice bench-load bench-safety bench-rag eval-nlu eval-safety eval-rag kb-index frontend-test train-clinical deps system-packages frontend train-rasa clean
+.PHONY: help run test lint lint-rules typecheck pytest bench-web bench-sms bench-escalation bench-voice bench-load bench-train train-data train-lora bench-safety bench-rag eval-nlu eval-safety eval-rag kb-index frontend-test train-clinical deps system-packages frontend train-rasa clean
 
 help:
 	@echo "make run    install everything, train what needs training, start the platform"
@@ -34,6 +34,9 @@ help:
 	@echo "make bench-rag   knowledge-base ingestion and retrieval speed (docs/BENCHMARKS.md)"
 	@echo "make kb-index    ingest kb/ into the app's knowledge index (make run does this)"
 	@echo "make train-clinical   retrain the clinical second reader (bot/clinical/model/)"
+	@echo "make train-data   fine-tuning data: curated dialogues (+ consenting patients' staff corrections)"
+	@echo "make train-lora   LoRA fine-tuning: BASE_MODEL=path [ZERO=2] [GPUS=n] (training/WIP.md)"
+	@echo "make bench-train  GPU: fine-tuning tokens/s and peak memory under DeepSpeed"
 
 run: deps $(RASA_MODEL) $(CHAT_PAGE) kb-index
 	@PORT=$(PORT) $(PY) scripts/run_platform.py
@@ -90,6 +93,19 @@ bench-safety: $(VENV)/.installed
 # The second reader's weights are committed; retrain after changing rules or case sets.
 train-clinical: $(VENV)/.installed
 	$(PY) scripts/train_clinical_classifier.py
+
+# Fine-tuning the local model (training/; work in progress, see training/WIP.md). The database
+# source is read only with a file of consenting patients' ids (CONSENT_FILE).
+train-data: $(VENV)/.installed
+	$(PY) -m training.datasets var/training/data $(if $(CONSENT_FILE),--database-url $(DATABASE_URL) --consent-file $(CONSENT_FILE))
+
+train-lora: train-data
+	@test -n "$(BASE_MODEL)" || { echo "!! set BASE_MODEL to a local model folder, e.g. make train-lora BASE_MODEL=/models/qwen2.5-0.5b-instruct"; exit 1; }
+	$(PY) -m training.launch --zero $(or $(ZERO),2) $(if $(GPUS),--gpus $(GPUS)) -- \
+	  --base-model $(BASE_MODEL) --data var/training/data --output var/training/runs/$(or $(RUN),latest) --bf16
+
+bench-train: $(VENV)/.installed
+	$(PY) -m training.bench --zero $(or $(ZERO),2) $(if $(GPUS),--gpus $(GPUS))
 
 eval-safety: $(VENV)/.installed
 	$(PY) scripts/eval_safety.py --record $(EVAL_ARGS)
