@@ -403,18 +403,3 @@ class SessionAuthorizer:
             self._accounts.clear()
         self._accounts[username] = (now, account)
         return account
-
-
-class TokenAuthorizer:
-    """The break-glass admin token only: for tools that have no database at hand."""
-
-    def __init__(self, admin_token: str | None) -> None:
-        self._admin_token = admin_token
-
-    async def __call__(self, request: Request, roles: Collection[Role]) -> Principal | JSONResponse:
-        token = bearer_token(request) or ""
-        if self._admin_token and secrets.compare_digest(token.encode(), self._admin_token.encode()):
-            if "admin" not in roles:
-                return _forbidden()
-            return Principal("admin-token", "Administrator", "admin", via="admin_token")
-        return _unauthorized("Sign in first.", invalid=False)

@@ -28,17 +28,11 @@ from core.orm import (
     MessageMedia,
 )
 from rag.documents import SUPPORTED
-from webapp.auth import Authorizer, Role
+from webapp.auth import Authorizer, Role, error
 
 READERS: frozenset[Role] = frozenset({"admin", "staff", "auditor"})
 
 READ_CHUNK = 1024 * 1024
-
-
-def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
-    return JSONResponse(
-        status_code=status, content={"error": {"code": code, "message": message}}, headers=headers
-    )
 
 
 def _job(job: KbIngestJob) -> dict[str, Any]:
@@ -89,20 +83,20 @@ def build_router(
         filename = safe_filename(file.filename or "")
         if Path(filename).suffix.lower() not in SUPPORTED:
             kinds = ", ".join(sorted(SUPPORTED))
-            return _error(415, "unsupported_type", f"Upload one of these file types: {kinds}.")
+            return error(415, "unsupported_type", f"Upload one of these file types: {kinds}.")
         if language is not None and language not in ("en", "es"):
-            return _error(422, "invalid_language", "language must be 'en' or 'es' (or left out).")
+            return error(422, "invalid_language", "language must be 'en' or 'es' (or left out).")
         digest = hashlib.sha256()
         chunks: list[bytes] = []
         size = 0
         while chunk := await file.read(READ_CHUNK):
             size += len(chunk)
             if size > max_bytes:
-                return _error(413, "too_large", f"The file is over {max_bytes // 1024 // 1024} MB.")
+                return error(413, "too_large", f"The file is over {max_bytes // 1024 // 1024} MB.")
             digest.update(chunk)
             chunks.append(chunk)
         if size == 0:
-            return _error(422, "empty_file", "The file is empty.")
+            return error(422, "empty_file", "The file is empty.")
         sha = digest.hexdigest()
         folder = upload_dir / sha[:16]
         folder.mkdir(parents=True, exist_ok=True)
@@ -133,7 +127,7 @@ def build_router(
                 stored_job = await session.get(KbIngestJob, job.id)
                 if stored_job is not None:
                     stored_job.status, stored_job.error = "failed", "the task queue is unreachable"
-            return _error(
+            return error(
                 503,
                 "queue_unavailable",
                 "The document is saved but could not be queued; upload it again.",
@@ -148,7 +142,7 @@ def build_router(
         async with sessions() as session:
             job = await session.get(KbIngestJob, job_id[:32])
         if job is None:
-            return _error(404, "not_found", "No such ingestion job.")
+            return error(404, "not_found", "No such ingestion job.")
         return JSONResponse(content=_job(job))
 
     @router.get("/kb/jobs")
@@ -172,7 +166,7 @@ def build_router(
         async with sessions() as session:
             conversation = await session.get(Conversation, conversation_id[:32])
             if conversation is None:
-                return _error(404, "not_found", "No such conversation.")
+                return error(404, "not_found", "No such conversation.")
             messages = list(
                 await session.scalars(
                     select(Message)
@@ -251,7 +245,7 @@ def build_router(
         async with sessions() as session:
             item = await session.get(MessageMedia, media_id[:32])
             if item is None or item.status != "stored" or not item.stored_path:
-                return _error(404, "not_found", "No such picture.")
+                return error(404, "not_found", "No such picture.")
             conversation = await session.get(Conversation, item.conversation_id)
             session.add(
                 AuditEvent(

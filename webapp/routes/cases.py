@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from escalation.cases import CaseError, CaseService, Staff, shown_as
-from webapp.auth import Authorizer, Role
+from webapp.auth import Authorizer, Role, error
 
 READERS: frozenset[Role] = frozenset({"admin", "staff", "auditor"})
 WORKERS: frozenset[Role] = frozenset({"admin", "staff"})
@@ -35,10 +35,6 @@ _STATUS = {
 
 class ReplyIn(BaseModel):
     text: str = Field(max_length=4000)
-
-
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
 
 
 def build_router(
@@ -60,7 +56,7 @@ def build_router(
             # The shared token names nobody: the caller says who they are.
             name = " ".join(request.headers.get("x-staff-name", "").split())
             if not 0 < len(name) <= 80:
-                return _error(401, "staff_name_required", "Say who you are (your name) to sign in.")
+                return error(401, "staff_name_required", "Say who you are (your name) to sign in.")
             staff_id = f"console:{name}"[:64]
         else:
             name = principal.display_name
@@ -86,7 +82,7 @@ def build_router(
         try:
             return await work(staff)
         except CaseError as exc:
-            return _error(_STATUS.get(exc.code, 409), exc.code, exc.message)
+            return error(_STATUS.get(exc.code, 409), exc.code, exc.message)
 
     @router.get("")
     async def list_cases(request: Request, status: str = "active") -> Any:
